@@ -1,0 +1,27 @@
+# Set-up and everyday commands. `make demo` and `make test` create .venv and install on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m emca_vis.profile --models resnet18 resnet18_eca resnet18_emca_eca resnet50 resnet50_eca resnet50_emca_eca --batch-sizes 1 8 --repeats 3
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m emca_vis.profile --models resnet50 resnet50_se resnet50_eca resnet50_emca_se resnet50_emca_eca --batch-sizes 1 16 --repeats 7
+
+clean:
+	rm -rf $(VENV) .pytest_cache

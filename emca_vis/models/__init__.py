@@ -1,0 +1,19 @@
+"""Model zoo: plain ResNets, SE/ECA/SRM/CBAM baselines and EMCA, in torchvision's layout."""
+
+from .attention import ATTENTIONS, EMCA_BASES, AttentionRecord, ChannelAttention
+from .recording import record_attention
+from .registry import (
+    DEPTHS,
+    UnknownModelError,
+    attention_modules,
+    create_model,
+    list_models,
+    load_backbone,
+    parse_model_name,
+)
+from .resnet import ResNet
+
+__all__ = [
+    "ATTENTIONS", "EMCA_BASES", "DEPTHS", "AttentionRecord", "ChannelAttention", "ResNet", "UnknownModelError",
+    "attention_modules", "create_model", "list_models", "load_backbone", "parse_model_name", "record_attention",
+]

@@ -1,0 +1,141 @@
+"""Model names -> ResNets with attention: ``create_model`` and ``list_models``.
+
+Names are ``resnet{depth}`` (plain, torchvision-identical) and ``resnet{depth}_{attn}``
+with ``attn`` one of :data:`ATTENTIONS` or ``emca_{base}`` for a base in
+:data:`EMCA_BASES`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from .attention import ATTENTIONS, EMCA_BASES, ChannelAttention
+from .resnet import STAGE_WIDTHS, BasicBlock, Bottleneck, ResNet
+
+DEPTHS = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+PLACEMENTS = ("all", "first", "last")
+_NAME = re.compile(r"resnet(\d+)(?:_(emca_)?([a-z0-9]+))?")
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def list_models() -> list[str]:
+    """Every registered model name."""
+    suffixes = [""] + [f"_{a}" for a in ATTENTIONS] + [f"_emca_{b}" for b in EMCA_BASES]
+    return [f"resnet{depth}{suffix}" for depth in DEPTHS for suffix in suffixes]
+
+
+def parse_model_name(name: str) -> tuple[int, str | None, bool]:
+    """``"resnet50_emca_eca"`` -> ``(50, "eca", True)``."""
+    match = _NAME.fullmatch(name)
+    if not match or int(match.group(1)) not in DEPTHS or (
+        match.group(3) and match.group(3) not in (EMCA_BASES if match.group(2) else ATTENTIONS)
+    ):
+        raise UnknownModelError(f"unknown model {name!r}; see emca_vis.models.list_models()")
+    return int(match.group(1)), match.group(3), bool(match.group(2))
+
+
+def source_label(key: tuple[int, int]) -> str:
+    stage, block = key
+    return "stem" if stage == 0 else f"stage {stage} block {block + 1}"
+
+
+def emca_sources(stage: int, layers: tuple[int, ...], emca_stages, emca_blocks) -> list[tuple[int, int]]:
+    """Earlier outputs aggregated by the EMCA module of ``stage`` (the S, N ablation knobs).
+
+    ``(0, 0)`` is the stem, the "stage 0" map; block indices are 0-based.
+    """
+    if emca_stages == 0:
+        return []
+    earlier = [stage - 1] if emca_stages == 1 else list(range(stage - 1, -1, -1))
+    keys = []
+    for j in sorted(earlier):
+        blocks = 1 if j == 0 else layers[j - 1]
+        chosen = range(blocks) if emca_blocks == "all" else [blocks - 1]
+        keys.extend((j, b) for b in chosen)
+    return keys
+
+
+def _check_choice(option: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{option}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
+
+
+def create_model(name: str, num_classes: int = 1000, *, placement: str | None = None, emca_stages=1,
+                 emca_blocks="all", stem: str = "imagenet", width: float = 1.0, gate: str = "mul") -> ResNet:
+    """Build a registered model.
+
+    Args:
+        placement: blocks with attention in each stage, ``"all" | "first" | "last"``;
+            default ``"all"`` for the baselines and ``"first"`` for EMCA.
+        emca_stages: EMCA's S knob, ``0 | 1 | "all"`` earlier stages (the stem is stage 0).
+        emca_blocks: EMCA's N knob, ``1 | "all"`` blocks of each of those stages.
+        stem: ``"imagenet"`` or ``"cifar"`` (3x3 stem without max-pool, for 32-64 px inputs).
+        width: channel multiplier (1.0 = the standard ResNet).
+        gate: ``"mul"`` (``x * z``) or ``"one_plus"`` (``x * (1 + z)``).
+    """
+    depth, attn, is_emca = parse_model_name(name)
+    block, layers = DEPTHS[depth]
+    placement = placement or ("first" if is_emca else "all")
+    _check_choice("placement", placement, PLACEMENTS)
+    _check_choice("emca_stages", emca_stages, (0, 1, "all"))
+    _check_choice("emca_blocks", emca_blocks, (1, "all"))
+    widths = [max(1, round(w * width)) for w in STAGE_WIDTHS]
+
+    def channels_of(key: tuple[int, int]) -> int:
+        return widths[0] if key[0] == 0 else widths[key[0] - 1] * block.expansion
+
+    sources = {}
+
+    def attention(channels: int, stage: int, index: int, blocks: int) -> ChannelAttention | None:
+        if attn is None or not (placement == "all" or (placement == "first" and index == 0)
+                                or (placement == "last" and index == blocks - 1)):
+            return None
+        keys = emca_sources(stage, layers, emca_stages, emca_blocks) if is_emca else []
+        if keys:
+            sources[(stage, index)] = keys
+        return ATTENTIONS[attn](
+            channels, sources=tuple((source_label(k), channels_of(k)) for k in keys), gate=gate)
+
+    model = ResNet(block, layers, num_classes, attention=attention, stem=stem, width=width, sources=sources,
+                   source_pool=ATTENTIONS[attn].pool if attn else None)
+    model.config = {"name": name, "num_classes": num_classes, "placement": placement, "emca_stages": emca_stages,
+                    "emca_blocks": emca_blocks, "stem": stem, "width": width, "gate": gate}
+    return model
+
+
+def attention_modules(model: nn.Module) -> dict[str, ChannelAttention]:
+    """The model's attention modules by block name (``"layer2.0"``), in forward order."""
+    return {m.record_name: m for m in model.modules() if isinstance(m, ChannelAttention)}
+
+
+def load_backbone(model: ResNet, state_dict: dict, skip_head: bool = False) -> list[str]:
+    """Initialise a model from a torchvision ResNet state dict.
+
+    Every backbone key must match; the keys the state dict lacks must all belong to
+    attention modules. Returns those new keys. ``skip_head`` leaves ``fc`` as it is
+    (fine-tuning to another number of classes).
+    """
+    if skip_head:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    own = model.state_dict()
+    wrong_shape = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    if wrong_shape:
+        raise ValueError(f"backbone weights do not fit this model: shape mismatch for {', '.join(wrong_shape[:5])}")
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if unexpected:
+        raise ValueError(f"backbone weights do not fit this model: unexpected keys {', '.join(unexpected[:5])}")
+    not_attention = [k for k in missing if ".attn." not in k and not (skip_head and k.startswith("fc."))]
+    if not_attention:
+        raise ValueError(f"backbone weights do not fit this model: missing keys {', '.join(not_attention[:5])}")
+    return [k for k in missing if ".attn." in k]

@@ -1,0 +1,136 @@
+"""Efficiency table: parameters, GFLOPs and measured throughput, side by side in one run.
+
+    python -m emca_vis.profile --models resnet50 resnet50_eca resnet50_emca_eca --batch-sizes 16
+
+Throughput is the median over repeats after warm-up; the models are timed in turns
+(round-robin), so a slow-down of the machine hits all of them alike. Each model's
+throughput is also given relative to the plain ResNet of the same depth, measured in
+the same run (added to the run when not asked for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from .errors import run_cli
+from .models import create_model, parse_model_name
+
+DEFAULT_MODELS = ["resnet50", "resnet50_se", "resnet50_eca", "resnet50_emca_se", "resnet50_emca_eca"]
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_gflops(model: torch.nn.Module, image_size: int, device: str = "cpu") -> float:
+    """Multiply-accumulates of one image's forward pass, in billions (the convention of
+    the ResNet papers: ResNet-50 = 4.1). ``FlopCounterMode`` counts 2 FLOPs per MAC."""
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure_throughput(models: dict[str, torch.nn.Module], batch_size: int, image_size: int, device: str,
+                       repeats: int, warmup: int, amp: bool = False, progress: bool = True) -> dict[str, float]:
+    """Images per second of a no-grad forward pass, median over ``repeats`` turns."""
+    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    if device.startswith("cuda"):
+        x = x.to(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    steps = [(turn, name) for turn in range(warmup + repeats) for name in models]
+    with torch.no_grad(), autocast:
+        for turn, name in tqdm(steps, desc=f"batch {batch_size}", disable=not progress, leave=False):
+            _sync(device)
+            start = time.perf_counter()
+            models[name](x)
+            _sync(device)
+            if turn >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: batch_size / statistics.median(t) for name, t in times.items()}
+
+
+def profile_models(names: list[str], image_size: int = 224, batch_sizes=(1, 32), device: str = "cpu",
+                   repeats: int = 5, warmup: int = 2, amp: bool = False, num_classes: int = 1000,
+                   progress: bool = True) -> dict:
+    """Build each model (plus the plain ResNet of its depth) and measure it. Returns
+    ``{"settings": ..., "models": [{"model", "params_m", "gflops", "throughput":
+    {batch: img/s}, "relative": {batch: ratio to plain}}]}``."""
+    for name in names:
+        parse_model_name(name)  # unknown names fail before any measuring
+    plain = {f"resnet{parse_model_name(n)[0]}" for n in names}
+    all_names = list(dict.fromkeys(names + sorted(plain - set(names))))
+    models = {}
+    for name in all_names:
+        model = create_model(name, num_classes=num_classes).eval().to(device)
+        if device.startswith("cuda"):
+            model = model.to(memory_format=torch.channels_last)
+        models[name] = model
+    rows = {name: {"model": name, "params_m": count_parameters(m) / 1e6,
+                   "gflops": count_gflops(m, image_size, device), "throughput": {}, "relative": {}}
+            for name, m in models.items()}
+    for batch_size in batch_sizes:
+        speed = measure_throughput(models, batch_size, image_size, device, repeats, warmup, amp, progress)
+        for name, row in rows.items():
+            row["throughput"][str(batch_size)] = speed[name]
+            row["relative"][str(batch_size)] = speed[name] / speed[f"resnet{parse_model_name(name)[0]}"]
+    settings = {"image_size": image_size, "batch_sizes": list(batch_sizes), "device": device, "repeats": repeats,
+                "warmup": warmup, "amp": amp, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    return {"settings": settings, "models": [rows[name] for name in all_names]}
+
+
+def markdown_table(result: dict) -> str:
+    batches = [str(b) for b in result["settings"]["batch_sizes"]]
+    header = ["model", "params (M)", "GFLOPs"] + [f"img/s @{b}" for b in batches] + [f"vs plain @{b}" for b in batches]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    for row in result["models"]:
+        cells = [row["model"], f"{row['params_m']:.3f}", f"{row['gflops']:.3f}"]
+        cells += [f"{row['throughput'][b]:.1f}" for b in batches]
+        cells += [f"{row['relative'][b]:.3f}x" for b in batches]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emca_vis.profile", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="model names (see list_models())")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--repeats", type=int, default=5, help="timed turns per model and batch size")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed turns first")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available")
+    result = profile_models(args.models, args.image_size, args.batch_sizes, args.device, args.repeats,
+                            args.warmup, args.amp)
+    s = result["settings"]
+    print(f"{s['device']}, {s['image_size']} px, {s['threads']} threads, median of {s['repeats']} after "
+          f"{s['warmup']} warm-up, torch {s['torch']}\n")
+    print(markdown_table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
