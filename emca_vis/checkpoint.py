@@ -120,10 +120,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state_dict, meta = _load_foreign(path, model, model_kwargs)
     else:
         meta = read_metadata(path)
-        try:
-            state_dict = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CheckpointError(f"{path}: weights cannot be read ({_short(error)})") from None
+        state_dict = read_state_dict(path)
     if num_classes is not None and meta["num_classes"] != num_classes:
         raise CheckpointError(f"{path}: has {meta['num_classes']} classes, expected {num_classes}")
     try:
@@ -166,7 +163,15 @@ def _check_weights_fit(path: Path, net: nn.Module, state_dict: dict) -> None:
         raise CheckpointError(f"{path}: weights do not match the metadata's architecture: {'; '.join(problems)}")
 
 
-def _load_foreign(path: Path, model: str | None, model_kwargs: dict) -> tuple[dict, dict]:
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file without building a model: an emca-vis
+    ``.safetensors`` file or a foreign ``.pt``/``.pth`` state dict (read weights-only)."""
+    path = _existing(path)
+    if path.suffix not in FOREIGN_SUFFIXES:
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"{path}: weights cannot be read ({_short(error)})") from None
     try:
         # weights_only=True: tensors and plain containers only, never arbitrary objects.
         loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -175,7 +180,11 @@ def _load_foreign(path: Path, model: str | None, model_kwargs: dict) -> tuple[di
     state_dict = loaded.get("state_dict", loaded.get("model", loaded)) if isinstance(loaded, dict) else None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{path}: does not hold a state dict of tensors")
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def _load_foreign(path: Path, model: str | None, model_kwargs: dict) -> tuple[dict, dict]:
+    state_dict = read_state_dict(path)
     if model is None:
         raise CheckpointError(f"{path}: a foreign state dict does not say its architecture; name the model "
                               "(e.g. model='resnet50')")

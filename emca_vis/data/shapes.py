@@ -23,12 +23,12 @@ _SPLIT_IDS = {name: i for i, name in enumerate(SPLIT_SIZES)}
 MIN_IMAGE_SIZE = 16
 # Object's circumscribed diameter as a fraction of the image side.
 _OBJECT_DIAMETER = (0.4, 0.7)
-# Background pixels near the object are at least this far (RGB in [0, 1])
-# from the object colour, for 90% of them, whenever a candidate allows it.
-_MIN_CONTRAST = 0.45
+# The object colour is at least this far (RGB distance, channels in [0, 1])
+# from 90% of the background pixels in its box, whenever a candidate allows it.
+_MIN_CONTRAST = 0.5
 _COLOUR_CANDIDATES = 16
-_BACKGROUND_SPREAD = 0.3  # how far background colours stray from their base
-_DISTRACTORS = (1, 4)  # inclusive range of the number of strokes and blobs
+_BACKGROUND_SPREAD = 0.2  # how far background colours stray from their base
+_DISTRACTORS = (0, 3)  # inclusive range of the number of strokes and blobs
 _FLAT_BACKGROUND = (128, 128, 128)  # used when clutter is disabled
 _PIXEL_NOISE = 8.0  # std of grey noise, in 8-bit levels
 
@@ -157,7 +157,7 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     cells = max(2, size // 8)
     blotches = (rng.normal(0.5, 0.15, (cells, cells)).clip(0, 1) * 255).astype(np.uint8)
     texture = Image.fromarray(blotches).resize((size, size), Image.BILINEAR)
-    pixels = np.asarray(colours, np.int16) + (np.asarray(texture, np.int16)[..., None] - 128) // 4
+    pixels = np.asarray(colours, np.int16) + (np.asarray(texture, np.int16)[..., None] - 128) // 6
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
@@ -167,12 +167,13 @@ def _draw_distractors(rng: np.random.Generator, image: Image.Image, ss: int) -> 
     for _ in range(rng.integers(_DISTRACTORS[0], _DISTRACTORS[1] + 1)):
         if rng.random() < 0.6:
             points = rng.uniform(-0.1, 1.1, size=(rng.integers(2, 5), 2)) * size
-            width = rng.uniform(0.015, 0.04) * size
+            width = rng.uniform(0.01, 0.03) * size
             coverage = _stroke_coverage(points, width, size, ss)
         else:
             length = rng.uniform(0.1, 0.25) * size
             blob = _regular_polygon(32) * (1.0, 1 / rng.uniform(2.5, 4.0))
-            poly = blob @ _rotation(rng.uniform(0, math.pi)) * length / 2 + rng.uniform(0, size, size=2)
+            centre = rng.uniform(0, size, size=2)
+            poly = blob @ _rotation(rng.uniform(0, math.pi)) * length / 2 + centre
             coverage = _polygons_coverage([(poly, True)], size, ss)
         image.paste(_rgb(rng.random(3)), mask=coverage)
 
@@ -193,8 +194,8 @@ def _contrasting_colour(rng: np.random.Generator, image: Image.Image,
 
 def _add_pixel_noise(rng: np.random.Generator, image: Image.Image) -> Image.Image:
     """Grey sensor noise; one channel keeps it cheap."""
-    noise = rng.standard_normal((image.height, image.width, 1), dtype=np.float32) * _PIXEL_NOISE
-    pixels = np.asarray(image, np.int16) + noise.astype(np.int16)
+    noise = rng.standard_normal((image.height, image.width, 1), dtype=np.float32)
+    pixels = np.asarray(image, np.int16) + np.rint(noise * _PIXEL_NOISE).astype(np.int16)
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 

@@ -1,0 +1,45 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from emca_vis.models import create_model
+from emca_vis.profile import count_gflops, count_parameters, markdown_table, profile_models
+
+
+def test_gflops_match_the_published_resnet_figures():
+    with torch.device("meta"):
+        r50, r18 = create_model("resnet50"), create_model("resnet18")
+    assert count_parameters(r50) == 25_557_032
+    assert count_gflops(create_model("resnet50"), 224) == pytest.approx(4.09, abs=0.01)
+    assert count_gflops(create_model("resnet18"), 224) == pytest.approx(1.82, abs=0.01)
+    assert count_parameters(r18) == 11_689_512
+
+
+def test_profile_adds_the_plain_resnet_and_reports_ratios():
+    result = profile_models(["resnet18_eca"], image_size=32, batch_sizes=(1, 2), repeats=2, warmup=1,
+                            progress=False)
+    rows = {row["model"]: row for row in result["models"]}
+    assert list(rows) == ["resnet18_eca", "resnet18"]
+    assert rows["resnet18"]["relative"] == {"1": 1.0, "2": 1.0}
+    eca = rows["resnet18_eca"]
+    assert eca["relative"]["2"] == pytest.approx(eca["throughput"]["2"] / rows["resnet18"]["throughput"]["2"])
+    assert eca["params_m"] == pytest.approx(11.689512 + (2 * 3 + 6 * 5) / 1e6, abs=1e-9)  # ECA kernels: k=3 at 64 ch, else 5
+    table = markdown_table(result).splitlines()
+    assert table[0].startswith("| model | params (M) | GFLOPs | img/s @1 | img/s @2 |")
+    assert table[3].startswith("| resnet18 | 11.690 |") and table[3].endswith("1.000x | 1.000x |")
+
+
+def test_cli_json_and_bad_model(tmp_path):
+    out = tmp_path / "eff.json"
+    cmd = [sys.executable, "-m", "emca_vis.profile", "--models", "resnet18", "--image-size", "32",
+           "--batch-sizes", "1", "--repeats", "1", "--warmup", "0", "--json", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["models"][0]["model"] == "resnet18"
+    assert "| resnet18 |" in result.stdout
+    bad = subprocess.run(cmd[:4] + ["resnet19_eca"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: unknown model 'resnet19_eca'; see emca_vis.models.list_models()"
