@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, read_metadata, read_state_dict, save_checkpoint
+from .checkpoint import read_metadata, read_state_dict, save_checkpoint
 from .data import build_dataset
 from .errors import UserError, run_cli
 from .models import create_model, load_backbone
@@ -204,14 +204,16 @@ def load_resume_state(out: Path, model_name: str) -> tuple[dict, dict, Path]:
         raise UserError(f"--resume: no saved state in {out / 'resume'}; start without --resume")
     for folder in states:
         try:
+            meta = read_metadata(folder / "model.safetensors")
             weights = read_state_dict(folder / "model.safetensors")
-            if read_metadata(folder / "model.safetensors")["model"] != model_name:
-                raise UserError(f"{folder} holds another model than --model {model_name}")
             state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-            return weights, state, folder
-        except (CheckpointError, RuntimeError, EOFError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - whatever is wrong with it, the state is unusable
             print(f"warning: resume state {folder} is unusable ({str(error).splitlines()[0][:160]}); "
                   "trying the previous one", file=sys.stderr)
+            continue
+        if meta["model"] != model_name:
+            raise UserError(f"--resume: {folder} holds {meta['model']}, not --model {model_name}")
+        return weights, state, folder
     raise UserError(f"--resume: every saved state in {out / 'resume'} is corrupt; not starting over silently")
 
 

@@ -32,19 +32,19 @@ def weights(path):
     return load_file(str(path))
 
 
-def test_training_lowers_loss_and_beats_chance(tmp_path):
-    args = build_parser().parse_args(["--model", "resnet18_emca_eca", "--epochs", "2", "--train-size", "3200",
-                                      "--lr", "0.2", "--warmup-epochs", "0.2", "--out", str(tmp_path), *TINY,
-                                      "--val-size", "480"])
-    metrics = train(args)
+def test_training_lowers_loss_and_lifts_accuracy_above_chance(tmp_path):
+    args = build_parser().parse_args(["--model", "resnet18_emca_eca", "--epochs", "8", "--train-size", "256",
+                                      "--optimizer", "adamw", "--lr", "5e-3", "--out", str(tmp_path), *TINY,
+                                      "--image-size", "64", "--batch-size", "32"])
+    train(args)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [200, 400]  # a few hundred optimiser steps
-    assert rows[1]["train_loss"] < rows[0]["train_loss"] < 2.6  # chance level: ln(12) = 2.48... first batch ~2.5+
-    assert metrics["val_top1"] > 3 * 100 / 12  # well above chance
+    assert [r["step"] for r in rows] == [8 * e for e in range(1, 9)]
+    assert rows[-1]["train_loss"] < 0.7 * rows[0]["train_loss"]
+    assert rows[-1]["train_top1"] > 4 * 100 / 12  # chance is 8.3%
     model, meta = load_checkpoint(tmp_path / "best.safetensors")
-    assert meta["dataset"] == "shapes" and meta["input_size"] == 32 and len(meta["class_names"]) == 12
+    assert meta["dataset"] == "shapes" and meta["input_size"] == 64 and len(meta["class_names"]) == 12
     assert meta["metrics"]["val_top1"] == pytest.approx(max(r["val_top1"] for r in rows))
-    assert meta["model_kwargs"]["stem"] == "cifar" and meta["train_args"]["epochs"] == 2
+    assert meta["model_kwargs"]["stem"] == "cifar" and meta["train_args"]["epochs"] == 8
     assert (tmp_path / "metrics.csv").read_text().startswith("epoch,step,lr,train_loss")
 
 
@@ -77,8 +77,8 @@ def test_two_process_ddp_equals_one_process_with_same_global_batch(tmp_path):
     params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     for key in params:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
-    moved = weights(tmp_path / "one" / "resume" / "step-000000008" / "model.safetensors")
-    assert any(not torch.equal(moved[k], a[k]) for k in params) or True
+    start = load_checkpoint(tmp_path / "one" / "resume" / "step-000000008" / "model.safetensors")[0].state_dict()
+    assert torch.equal(start["fc.weight"], a["fc.weight"])  # the last state is the final one
 
 
 def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
@@ -131,10 +131,10 @@ def test_dataset_errors_are_clear(tmp_path):
         "folder:": "needs a path",
     }
     for spec, message in cases.items():
-        with pytest.raises(DatasetError, match=message):
+        with pytest.raises(DatasetError, match=message) as error:
             build_dataset(spec)
         result = run("--model", "resnet18", "--data", spec, "--out", tmp_path, check=False)
-        assert result.returncode == 2 and result.stderr.startswith(f"error: {message}"[:40])
+        assert result.returncode == 2 and result.stderr.strip() == f"error: {error.value}"
         assert "Traceback" not in result.stderr
 
 

@@ -1,0 +1,68 @@
+"""Demo checkpoints: small plain, SE, ECA, SRM and EMCA ResNet-18s trained on ``shapes``.
+
+Every tool uses them when given no checkpoint. They live in ``emca_vis/demo_checkpoints``
+(committed: 7 small files) or wherever ``EMCA_VIS_DEMO_DIR`` points.
+
+    python -m emca_vis.demo              # list them with their validation accuracy
+    python -m emca_vis.demo --train      # (re)train the missing ones on the CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .checkpoint import describe
+from .errors import UserError, run_cli
+
+DEMO_MODELS = ("resnet18", "resnet18_se", "resnet18_eca", "resnet18_srm", "resnet18_emca_se", "resnet18_emca_eca",
+               "resnet18_emca_srm")
+# Small enough to train on two CPU cores in minutes; the CIFAR stem keeps layer4 at 8x8 for CAMs.
+DEMO_TRAIN_ARGS = ["--data", "shapes", "--width", "0.125", "--stem", "cifar", "--epochs", "6", "--batch-size", "64",
+                   "--optimizer", "adamw", "--lr", "5e-3", "--weight-decay", "0.05", "--no-decay-norm-bias",
+                   "--warmup-epochs", "0.3", "--label-smoothing", "0.05", "--workers", "1"]
+
+
+def demo_dir() -> Path:
+    return Path(os.environ.get("EMCA_VIS_DEMO_DIR", Path(__file__).parent / "demo_checkpoints"))
+
+
+def demo_checkpoints() -> list[Path]:
+    """The demo checkpoint files, in a fixed order; an error saying how to get them if absent."""
+    paths = [demo_dir() / f"{name}.safetensors" for name in DEMO_MODELS]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"demo checkpoints missing in {demo_dir()}: {', '.join(missing)}; "
+                        "run `python -m emca_vis.demo --train` or pass checkpoints explicitly")
+    return paths
+
+
+def train_missing(seed: int = 0) -> None:
+    from .train import build_parser, train
+
+    folder = demo_dir()
+    for name in DEMO_MODELS:
+        target = folder / f"{name}.safetensors"
+        if target.exists():
+            continue
+        run_dir = folder / "runs" / name
+        print(f"training demo model {name} -> {target}", flush=True)
+        train(build_parser().parse_args(["--model", name, "--out", str(run_dir), "--seed", str(seed),
+                                         *DEMO_TRAIN_ARGS]))
+        (run_dir / "best.safetensors").replace(target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emca_vis.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--train", action="store_true", help="train the missing demo checkpoints")
+    args = parser.parse_args(argv)
+    if args.train:
+        train_missing()
+    for path in demo_checkpoints():
+        print(describe(path))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
