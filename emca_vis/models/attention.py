@@ -183,10 +183,12 @@ class SRM(ChannelAttention):
 
     @staticmethod
     def pool(x: Tensor) -> Tensor:
-        # Statistics in float32: a bf16/fp16 variance loses too much precision.
-        flat = x.flatten(2).float()
-        var, mean = torch.var_mean(flat, dim=2, correction=0)
-        return torch.stack([mean, (var + 1e-5).sqrt()], dim=-1).to(x.dtype)
+        # Moments accumulated in float32 (bf16/fp16 variances lose too much precision), by
+        # reductions that allocate no copy of x: several times faster than torch.var_mean on CPU.
+        mean = x.mean((2, 3), dtype=torch.float32)
+        mean_square = torch.linalg.vector_norm(x, dim=(2, 3), dtype=torch.float32).square() / (x.shape[2] * x.shape[3])
+        std = (mean_square - mean.square()).clamp_min(0).add(1e-5).sqrt()
+        return torch.stack([mean, std], dim=-1).to(x.dtype)
 
     def excite(self, s: Tensor) -> Tensor:
         return self.bn((s * self.cfc.to(s.dtype)).sum(-1))
