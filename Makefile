@@ -22,7 +22,8 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m emca_vis.profile --models resnet50 resnet50_se resnet50_eca resnet50_emca_se resnet50_emca_eca --batch-sizes 1 16 --repeats 7
+	$(PY) -m emca_vis.profile --models resnet50 resnet50_se resnet50_eca resnet50_srm resnet50_emca_se resnet50_emca_eca resnet50_emca_srm --batch-sizes 16 --repeats 7
+	$(PY) -m emca_vis.profile --train --models resnet18 resnet18_eca resnet18_emca_eca --batch-sizes 16 --repeats 7
 
 clean:
 	rm -rf $(VENV) .pytest_cache

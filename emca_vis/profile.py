@@ -46,28 +46,44 @@ def _sync(device: str) -> None:
 
 
 def measure_throughput(models: dict[str, torch.nn.Module], batch_size: int, image_size: int, device: str,
-                       repeats: int, warmup: int, amp: bool = False, progress: bool = True) -> dict[str, float]:
-    """Images per second of a no-grad forward pass, median over ``repeats`` turns."""
+                       repeats: int, warmup: int, amp: bool = False, progress: bool = True,
+                       training: bool = False) -> dict[str, float]:
+    """Images per second, median over ``repeats`` turns: of a no-grad forward pass, or with
+    ``training`` of a full SGD step (forward, cross-entropy backward, update) in train mode."""
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
     if device.startswith("cuda"):
         x = x.to(memory_format=torch.channels_last)
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp)
+    step = {name: _training_step(model, x) if training else model for name, model in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
-    steps = [(turn, name) for turn in range(warmup + repeats) for name in models]
-    with torch.no_grad(), autocast:
-        for turn, name in tqdm(steps, desc=f"batch {batch_size}", disable=not progress, leave=False):
+    turns = [(turn, name) for turn in range(warmup + repeats) for name in models]
+    with torch.set_grad_enabled(training), autocast:
+        for turn, name in tqdm(turns, desc=f"batch {batch_size}", disable=not progress, leave=False):
             _sync(device)
             start = time.perf_counter()
-            models[name](x)
+            step[name](x)
             _sync(device)
             if turn >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: batch_size / statistics.median(t) for name, t in times.items()}
 
 
+def _training_step(model: torch.nn.Module, x: torch.Tensor):
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    labels = torch.randint(0, model.fc.out_features, (x.shape[0],), device=x.device)
+
+    def step(images: torch.Tensor) -> None:
+        torch.nn.functional.cross_entropy(model(images).float(), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def profile_models(names: list[str], image_size: int = 224, batch_sizes=(1, 32), device: str = "cpu",
                    repeats: int = 5, warmup: int = 2, amp: bool = False, num_classes: int = 1000,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, training: bool = False) -> dict:
     """Build each model (plus the plain ResNet of its depth) and measure it. Returns
     ``{"settings": ..., "models": [{"model", "params_m", "gflops", "throughput":
     {batch: img/s}, "relative": {batch: ratio to plain}}]}``."""
@@ -85,12 +101,12 @@ def profile_models(names: list[str], image_size: int = 224, batch_sizes=(1, 32),
                    "gflops": count_gflops(m, image_size, device), "throughput": {}, "relative": {}}
             for name, m in models.items()}
     for batch_size in batch_sizes:
-        speed = measure_throughput(models, batch_size, image_size, device, repeats, warmup, amp, progress)
+        speed = measure_throughput(models, batch_size, image_size, device, repeats, warmup, amp, progress, training)
         for name, row in rows.items():
             row["throughput"][str(batch_size)] = speed[name]
             row["relative"][str(batch_size)] = speed[name] / speed[f"resnet{parse_model_name(name)[0]}"]
     settings = {"image_size": image_size, "batch_sizes": list(batch_sizes), "device": device, "repeats": repeats,
-                "warmup": warmup, "amp": amp, "threads": torch.get_num_threads(), "torch": torch.__version__}
+                "warmup": warmup, "amp": amp, "training": training, "threads": torch.get_num_threads(), "torch": torch.__version__}
     return {"settings": settings, "models": [rows[name] for name in all_names]}
 
 
@@ -115,14 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed turns per model and batch size")
     parser.add_argument("--warmup", type=int, default=2, help="untimed turns first")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--train", action="store_true", help="time training steps instead of inference")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but no CUDA device is available")
     result = profile_models(args.models, args.image_size, args.batch_sizes, args.device, args.repeats,
-                            args.warmup, args.amp)
+                            args.warmup, args.amp, training=args.train)
     s = result["settings"]
-    print(f"{s['device']}, {s['image_size']} px, {s['threads']} threads, median of {s['repeats']} after "
+    print(f"{'training' if s['training'] else 'inference'}, {s['device']}, {s['image_size']} px, {s['threads']} threads, median of {s['repeats']} after "
           f"{s['warmup']} warm-up, torch {s['torch']}\n")
     print(markdown_table(result))
     if args.json:

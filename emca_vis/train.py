@@ -320,7 +320,7 @@ def _train(args, rank: int, world: int, device: torch.device) -> dict:
         if world > 1 else model
     if args.compile:
         net = torch.compile(net)
-    meta = {**info.metadata(), "train_args": {k: v for k, v in vars(args).items()}}
+    meta = {**info.metadata(), "train_args": dict(vars(args))}
     log = MetricsLog(out) if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -43,3 +43,13 @@ def test_cli_json_and_bad_model(tmp_path):
     bad = subprocess.run(cmd[:4] + ["resnet19_eca"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: unknown model 'resnet19_eca'; see emca_vis.models.list_models()"
+
+
+def test_training_throughput_mode_updates_the_models():
+    model = create_model("resnet18_emca_eca", num_classes=4, width=0.125, stem="cifar")
+    before = model.layer2[0].attn.scale_weights.detach().clone()
+    from emca_vis.profile import measure_throughput
+
+    speed = measure_throughput({"m": model}, 4, 32, "cpu", repeats=1, warmup=1, progress=False, training=True)
+    assert speed["m"] > 0 and model.training
+    assert not torch.equal(before, model.layer2[0].attn.scale_weights)  # two SGD steps were taken
