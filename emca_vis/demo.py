@@ -13,7 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .checkpoint import describe
+from .checkpoint import load_checkpoint
 from .errors import UserError, run_cli
 
 DEMO_MODELS = ("resnet18", "resnet18_se", "resnet18_eca", "resnet18_srm", "resnet18_emca_se", "resnet18_emca_eca",
@@ -59,9 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.train:
         train_missing()
-    for path in demo_checkpoints():
-        print(describe(path))
+    print(demo_table())
     return 0
+
+
+def demo_table() -> str:
+    """Markdown table of the demo checkpoints, from their metadata (weights checked too)."""
+    lines = ["| model | parameters | val top-1 (%) | val top-5 (%) | epochs |", "|---|---:|---:|---:|---:|"]
+    for path in demo_checkpoints():
+        model, meta = load_checkpoint(path)
+        metrics = meta["metrics"]
+        lines.append(f"| {meta['model']} | {sum(p.numel() for p in model.parameters()):,} | "
+                     f"{metrics['val_top1']:.2f} | {metrics['val_top5']:.2f} | {metrics['epoch']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
