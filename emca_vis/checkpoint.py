@@ -81,6 +81,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta) -> Path:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(record)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
