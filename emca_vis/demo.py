@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def demo_table() -> str:
     """Markdown table of the demo checkpoints, from their metadata (weights checked too)."""
-    lines = ["| model | parameters | val top-1 (%) | val top-5 (%) | epochs |", "|---|---:|---:|---:|---:|"]
+    lines = ["| model | parameters | val top-1 (%) | val top-5 (%) | best epoch (of 6) |", "|---|---:|---:|---:|---:|"]
     for path in demo_checkpoints():
         model, meta = load_checkpoint(path)
         metrics = meta["metrics"]
