@@ -26,12 +26,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
+from .data import IMAGENET_MEAN, IMAGENET_STD
 from .errors import UserError, run_cli
 from .models import UnknownModelError, create_model
 
 META_KEY = "emca_vis"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin")
 MODEL_OPTIONS = ("placement", "emca_stages", "emca_blocks", "stem", "width", "gate")
 
