@@ -12,7 +12,7 @@ import re
 from torch import nn
 
 from .attention import ATTENTIONS, EMCA_BASES, ChannelAttention
-from .resnet import STAGE_WIDTHS, BasicBlock, Bottleneck, ResNet
+from .resnet import BasicBlock, Bottleneck, ResNet, stage_widths
 
 DEPTHS = {
     18: (BasicBlock, (2, 2, 2, 2)),
@@ -90,7 +90,7 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
     _check_choice("placement", placement, PLACEMENTS)
     _check_choice("emca_stages", emca_stages, (0, 1, "all"))
     _check_choice("emca_blocks", emca_blocks, (1, "all"))
-    widths = [max(1, round(w * width)) for w in STAGE_WIDTHS]
+    widths = stage_widths(width)
 
     def channels_of(key: tuple[int, int]) -> int:
         return widths[0] if key[0] == 0 else widths[key[0] - 1] * block.expansion

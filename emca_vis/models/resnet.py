@@ -24,6 +24,11 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 AttentionFactory = Callable[[int, int, int, int], "ChannelAttention | None"]
 
 
+def stage_widths(width: float) -> list[int]:
+    """Base channels of the four stages for a width multiplier."""
+    return [max(1, round(w * width)) for w in STAGE_WIDTHS]
+
+
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
 
@@ -106,7 +111,7 @@ class ResNet(nn.Module):
             raise ValueError(f"unknown stem {stem!r}; choose 'imagenet' or 'cifar'")
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
-        widths = [max(1, round(w * width)) for w in STAGE_WIDTHS]
+        widths = stage_widths(width)
         self.inplanes = widths[0]
         imagenet_stem = stem == "imagenet"
         self.conv1 = (nn.Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False) if imagenet_stem
