@@ -272,3 +272,26 @@ def test_new_attention_type_is_one_small_class():
                                                   - n_params(create_model("resnet18", 2, width=0.125)), 8)
     finally:
         del ATTENTIONS["max"]
+
+
+@pytest.mark.parametrize("attn", ["se", "cbam", "emca_eca", "emca_srm"])
+def test_in_place_inference_gate_equals_autograd_forward(attn):
+    model = randomise(create_model(f"resnet18_{attn}", num_classes=5, width=0.25, gate="one_plus"), seed=4).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with_grad = model(x)  # autograd on: every gate allocates its output
+    with torch.no_grad():
+        in_place = model(x)
+    torch.testing.assert_close(in_place, with_grad.detach(), rtol=0, atol=1e-6)
+    assert with_grad.requires_grad
+
+
+def test_attention_module_leaves_its_input_alone_unless_asked():
+    attn = randomise(create_model("resnet18_se", num_classes=5, width=0.25)).layer1[0].attn
+    x = torch.randn(2, attn.channels, 8, 8)
+    original = x.clone()
+    with torch.no_grad():
+        gated = attn(x)
+        assert torch.equal(x, original)
+        in_place = attn(x, inplace=True)
+    assert in_place.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(in_place, gated, rtol=0, atol=0)

@@ -117,12 +117,13 @@ class ChannelAttention(nn.Module):
             self._record(z, stacked)
         return z
 
-    def apply_gate(self, x: Tensor, z: Tensor) -> Tensor:
+    def apply_gate(self, x: Tensor, z: Tensor, inplace: bool = False) -> Tensor:
         z = z[:, :, None, None].to(x.dtype)
-        return x * (1 + z) if self.gate == "one_plus" else x * z
+        return multiply(x, 1 + z if self.gate == "one_plus" else z, inplace)
 
-    def forward(self, x: Tensor, context: list[Tensor] | tuple[Tensor, ...] = ()) -> Tensor:
-        return self.apply_gate(x, self.scales(x, context))
+    def forward(self, x: Tensor, context: list[Tensor] | tuple[Tensor, ...] = (), inplace: bool = False) -> Tensor:
+        """Gate ``x``. ``inplace=True`` lets the module overwrite ``x`` when autograd allows."""
+        return self.apply_gate(x, self.scales(x, context), inplace)
 
     def _record(self, z: Tensor, stacked: Tensor | None) -> None:
         record = AttentionRecord(
@@ -137,6 +138,17 @@ class ChannelAttention(nn.Module):
             record.scale_weights = weights
             record.contributions = stacked.detach().float() * weights
         self.recorder[self.record_name] = record
+
+
+def multiply(x: Tensor, z: Tensor, inplace: bool) -> Tensor:
+    """``x * z``, written into ``x`` when allowed and no gradient needs the original ``x``.
+
+    On CPU a fresh output map costs several times the multiply itself (page faults of
+    the new allocation), so inference gates in place.
+    """
+    if inplace and not (torch.is_grad_enabled() and (x.requires_grad or z.requires_grad)):
+        return x.mul_(z)
+    return x * z
 
 
 def _hidden(channels: int, reduction: int) -> int:
@@ -214,10 +226,10 @@ class CBAM(ChannelAttention):
         mlp = self.fc2(F.relu(self.fc1(s.transpose(1, 2))))  # [N, 2, C]
         return mlp.sum(1)
 
-    def forward(self, x: Tensor, context=()) -> Tensor:
-        x = self.apply_gate(x, self.scales(x, context))
+    def forward(self, x: Tensor, context=(), inplace: bool = False) -> Tensor:
+        x = self.apply_gate(x, self.scales(x, context), inplace)
         pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.spatial(pooled))
+        return multiply(x, torch.sigmoid(self.spatial(pooled)), inplace)
 
 
 ATTENTIONS: dict[str, type[ChannelAttention]] = {"se": SE, "eca": ECA, "srm": SRM, "cbam": CBAM}

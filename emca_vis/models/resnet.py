@@ -56,7 +56,7 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.attn is not None:
-            out = self.attn(out, context)
+            out = self.attn(out, context, inplace=True)  # out is this block's own map
         out += identity
         return self.relu(out)
 
@@ -83,7 +83,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.attn is not None:
-            out = self.attn(out, context)
+            out = self.attn(out, context, inplace=True)  # out is this block's own map
         out += identity
         return self.relu(out)
 
