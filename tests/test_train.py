@@ -35,7 +35,7 @@ def weights(path):
 
 def test_training_lowers_loss_and_lifts_accuracy_above_chance(tmp_path):
     args = build_parser().parse_args(["--model", "resnet18_emca_eca", "--epochs", "2", "--train-size", "6400",
-                                      "--out", str(tmp_path), *TINY, "--image-size", "64", "--batch-size", "64",
+                                      "--out", str(tmp_path), *TINY, "--image-size", "64", "--stem", "cifar", "--batch-size", "64",
                                       *DEMO_TRAIN_ARGS[DEMO_TRAIN_ARGS.index("--optimizer"):], "--workers", "0"])
     train(args)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
