@@ -194,7 +194,7 @@ def _load_foreign(path: Path, model: str | None, model_kwargs: dict) -> tuple[di
         raise CheckpointError(f"{path}: state dict has no fc.weight, so it is not a ResNet classifier")
     num_classes = state_dict["fc.weight"].shape[0]
     meta = {"model": model, "model_kwargs": model_kwargs, "num_classes": num_classes,
-            "class_names": [str(i) for i in range(num_classes)], "input_size": 224, "mean": list(IMAGENET_MEAN),
+            "class_names": [str(i) for i in range(num_classes)], "input_size": 224, "resize": 256, "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD), "dataset": None, "metrics": {}, "train_args": {}, "source": str(path)}
     return state_dict, meta
 

@@ -1,0 +1,165 @@
+"""Score heatmaps of several models: localisation against object masks, and faithfulness.
+
+    python -m emca_vis.gradcam evaluate [--checkpoint ...] --data shapes --n 500 [--method ...]
+    python -m emca_vis.gradcam evaluate --checkpoint m.safetensors --data imagenet:/data/imagenet \\
+        --boxes /data/imagenet/val_boxes --n 2000
+
+Heatmaps explain the ground-truth class. ``shapes`` carries a mask per image; for image
+folders (ImageNet) ``--boxes`` names a folder of Pascal VOC XML files, one per image
+(``<image stem>.xml``), whose boxes are mapped through the model's resize and centre crop.
+Writes ``scores.csv`` and ``scores.json`` (per model and method: sample count, mean and 95%
+confidence interval of each metric) and prints the table as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..data import build_dataset
+from ..errors import UserError
+from ..inputs import LoadedModel, load_models
+from . import metrics
+from .heatmaps import METHODS, check_method, heatmaps, predict
+
+DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam")
+POINTING_TOLERANCE_AT_224 = 15  # pixels, as in the pointing game's original protocol
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emca_vis.gradcam evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", nargs="+", help="checkpoints to score (default: the demo checkpoints)")
+    parser.add_argument("--layer", default="layer4", help="target layer: layer4, layer3, layer4.1, ...")
+    parser.add_argument("--data", default="shapes", help="shapes, or folder:/p / imagenet:/p with --boxes")
+    parser.add_argument("--split", default="test", help="dataset split (default: test)")
+    parser.add_argument("--boxes", help="folder of Pascal VOC XML box files (image folders only)")
+    parser.add_argument("--n", type=int, default=500, help="number of images (the first n of the split)")
+    parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), help=f"any of: {', '.join(METHODS)}")
+    parser.add_argument("--faithfulness", action="store_true", help="also deletion and insertion AUC (slower)")
+    parser.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--out", default="runs/gradcam-eval", help="output folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for method in args.method:
+        check_method(method)
+    if args.n < 1:
+        raise UserError("--n must be at least 1")
+    failures: list[str] = []
+    models = load_models(args.checkpoint, failures)
+    rows = []
+    for loaded in models:
+        images, masks, labels = evaluation_set(loaded, args.data, args.split, args.n, args.boxes)
+        rows.extend(score_model(loaded, images, masks, labels, args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "scores.csv")
+    (out / "scores.json").write_text(json.dumps({"data": args.data, "split": args.split, "layer": args.layer,
+                                                 "rows": rows, "errors": failures}, indent=2))
+    print(markdown_table(rows))
+    print(f"wrote {out / 'scores.csv'}\nwrote {out / 'scores.json'}")
+    return 2 if failures else 0
+
+
+def evaluation_set(loaded: LoadedModel, spec: str, split: str, n: int, boxes: str | None):
+    """Model inputs ``[n, 3, S, S]``, object masks ``[n, S, S]`` and labels for ``loaded``."""
+    dataset, info = build_dataset(spec, split, image_size=loaded.input_size, train=False)
+    unknown = sorted(set(info.class_names) - set(loaded.class_names))
+    if unknown:
+        raise UserError(f"{loaded.path}: the model has no class {unknown[0]!r} of {spec} "
+                        f"({len(unknown)} of its {len(info.class_names)} classes are unknown to it)")
+    model_index = [loaded.class_names.index(name) for name in info.class_names]  # dataset label -> model class
+    n = min(n, len(dataset))
+    if info.kind == "shapes":
+        samples = [dataset.sample(i) for i in range(n)]
+        images = torch.stack([loaded.preprocess(s.image) for s in samples])
+        return images, np.stack([s.mask for s in samples]), [model_index[s.label] for s in samples]
+    if not boxes:
+        raise UserError(f"{spec} has no object masks: give --boxes with a folder of Pascal VOC XML files")
+    files = dataset.samples[:n]
+    images = torch.stack([dataset[i][0] for i in range(n)])
+    masks = np.stack([_box_mask(Path(boxes) / f"{Path(path).stem}.xml", path, loaded.meta) for path, _ in files])
+    return images, masks, [model_index[label] for _, label in files]
+
+
+def _box_mask(xml: Path, image_path: str, meta: dict) -> np.ndarray:
+    """The union of an image's boxes, mapped through resize(shorter side) + centre crop."""
+    if not xml.exists():
+        raise UserError(f"{xml}: no box file for {Path(image_path).name}")
+    with Image.open(image_path) as image:
+        width, height = image.size
+    scale = meta["resize"] / min(width, height)
+    size = meta["input_size"]
+    left = int(round((round(width * scale) - size) / 2))
+    top = int(round((round(height * scale) - size) / 2))
+    mapped = [(round(x0 * scale) - left, round(y0 * scale) - top, round(x1 * scale) - left, round(y1 * scale) - top)
+              for _, (x0, y0, x1, y1) in metrics.read_voc_boxes(xml)]
+    return metrics.boxes_to_masks([mapped], size, size)[0]
+
+
+def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, labels: list[int], args) -> list[dict]:
+    """One table row per method for one model."""
+    model, size = loaded.model, loaded.input_size
+    tolerance = round(POINTING_TOLERANCE_AT_224 * size / 224)
+    accuracy = float((predict(model, images).argmax(1) == torch.tensor(labels)).float().mean())
+    rows = []
+    for method in args.method:
+        per_image: dict[str, list[np.ndarray]] = {}
+        chunks = range(0, len(images), args.batch_size)
+        for start in tqdm(chunks, desc=f"{loaded.label} {method}", leave=False):
+            batch = images[start:start + args.batch_size]
+            targets = labels[start:start + args.batch_size]
+            maps = heatmaps(model, batch, targets, method, args.layer, batch_size=args.batch_size)
+            mask = masks[start:start + args.batch_size]
+            scores = {"pointing_game": metrics.pointing_game(maps, mask, tolerance),
+                      "energy_pointing_game": metrics.energy_pointing_game(maps, mask)}
+            if args.faithfulness:
+                curves = metrics.deletion_insertion(model, batch, maps, targets, steps=args.steps,
+                                                    batch_size=args.batch_size)
+                scores["deletion_auc"] = curves["deletion_auc"]
+                scores["insertion_auc"] = curves["insertion_auc"]
+            for key, value in scores.items():
+                per_image.setdefault(key, []).append(np.asarray(value, dtype=float))
+        row = {"model": loaded.label, "method": method, "n": len(images), "top1": round(100 * accuracy, 2)}
+        for key, parts in per_image.items():
+            summary = metrics.summarize(np.concatenate(parts), proportion=key == "pointing_game")
+            row.update({f"{key}_{stat}": summary[stat] for stat in ("mean", "ci_low", "ci_high")})
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+METRIC_TITLES = {"pointing_game": "pointing game (%)", "energy_pointing_game": "energy PG (%)",
+                 "deletion_auc": "deletion AUC (lower better)", "insertion_auc": "insertion AUC (higher better)"}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Each metric as ``mean [95% CI]``; localisation scores in percent."""
+    present = [key for key in METRIC_TITLES if any(f"{key}_mean" in row for row in rows)]
+    lines = ["| model | method | n | top-1 (%) | " + " | ".join(METRIC_TITLES[k] for k in present) + " |",
+             "|---|---|---:|---:|" + "---:|" * len(present)]
+    for row in rows:
+        cells = []
+        for key in present:
+            factor, digits = (100, 1) if key in ("pointing_game", "energy_pointing_game") else (1, 3)
+            low, mean, high = (factor * row[f"{key}_{s}"] for s in ("ci_low", "mean", "ci_high"))
+            cells.append(f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]")
+        lines.append(f"| {row['model']} | {row['method']} | {row['n']} | {row['top1']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

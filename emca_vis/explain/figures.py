@@ -1,0 +1,56 @@
+"""Figures of explanations: models as rows, the input then one heatmap overlay per column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+HEATMAP_CMAP = "inferno"  # perceptually uniform and colour-blind safe
+OVERLAY_ALPHA = 0.55
+
+
+def comparison_figure(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Draw one row per model and save it at ``path`` (format from the suffix: .png, .svg, .pdf).
+
+    Each row is ``{"label", "image" [H, W, 3] in [0, 1], "caption", "maps": [(column title,
+    [H, W] heatmap in [0, 1]), ...]}``. Every heatmap uses the same 0-1 colour scale, shown
+    by one colour bar; images keep their aspect ratio.
+    """
+    columns = 1 + max(len(row["maps"]) for row in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.3 * columns + 0.8, 2.5 * len(rows) + 0.4),
+                             squeeze=False, layout="constrained")
+    mappable = None
+    for r, row in enumerate(rows):
+        axes[r, 0].imshow(row["image"])
+        axes[r, 0].set_title(f"{row['label']}\n{row['caption']}", fontsize=9)
+        for c, (column_title, heatmap) in enumerate(row["maps"], start=1):
+            ax = axes[r, c]
+            ax.imshow(row["image"])
+            mappable = ax.imshow(heatmap, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
+                                 interpolation="bilinear")
+            ax.set_title(column_title, fontsize=9)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in axes[r, 1 + len(row["maps"]):]:
+            ax.set_visible(False)
+    if mappable is not None:
+        bar = fig.colorbar(mappable, ax=axes, shrink=0.6, aspect=30, pad=0.01)
+        bar.set_label("relevance (each map scaled to 0-1)", fontsize=9)
+        bar.solids.set_alpha(1)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def to_display(image: np.ndarray) -> np.ndarray:
+    """``[3, H, W]`` tensor-like array in [0, 1] -> ``[H, W, 3]`` for imshow."""
+    return np.clip(np.transpose(np.asarray(image), (1, 2, 0)), 0, 1)

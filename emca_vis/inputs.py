@@ -1,0 +1,74 @@
+"""What the analysis tools read: checkpoints (the demo ones by default), preprocessed as trained."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .checkpoint import load_checkpoint
+from .data import eval_transform
+from .demo import demo_checkpoints
+from .errors import UserError
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint ready for analysis: eval-mode model, metadata and a display label."""
+
+    label: str
+    path: Path
+    model: nn.Module
+    meta: dict
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.meta["input_size"])
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """The model input ``[3, S, S]`` for an RGB image, exactly as in evaluation during training."""
+        meta = self.meta
+        return eval_transform(meta["input_size"], meta["resize"], meta["mean"], meta["std"])(image)
+
+    def unnormalise(self, images: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``[N, 3, S, S]`` back to displayable RGB in ``[0, 1]``."""
+        mean = torch.tensor(self.meta["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(self.meta["std"]).view(1, 3, 1, 1)
+        return (images.cpu() * std + mean).clamp(0, 1)
+
+
+def load_models(paths: Sequence[str | Path] | None = None, errors: list[str] | None = None) -> list[LoadedModel]:
+    """Load ``paths`` (default: the demo checkpoints) on the CPU.
+
+    A checkpoint that fails is reported as ``error: ...`` on stderr and appended to
+    ``errors``; the others still load. Labels are the model names, or file names where two
+    checkpoints share a model name.
+    """
+    paths = [Path(p) for p in (paths or demo_checkpoints())]
+    loaded = []
+    for path in paths:
+        try:
+            model, meta = load_checkpoint(path)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            if errors is not None:
+                errors.append(str(error))
+            continue
+        loaded.append(LoadedModel(meta["model"], path, model, meta))
+    counts = Counter(m.label for m in loaded)
+    for m in loaded:
+        if counts[m.label] > 1:
+            m.label = m.path.stem
+    if not loaded:
+        raise UserError("no checkpoint could be loaded")
+    return loaded
