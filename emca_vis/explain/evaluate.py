@@ -7,7 +7,8 @@
 Heatmaps explain the ground-truth class. ``shapes`` carries a mask per image; for image
 folders (ImageNet) ``--boxes`` names a folder of Pascal VOC XML files, one per image
 (``<image stem>.xml``), whose boxes are mapped through the model's resize and centre crop.
-Writes ``scores.csv`` and ``scores.json`` (per model and method: sample count, mean and 95%
+``--faithfulness`` adds deletion/insertion AUC, ``--road`` pytorch-grad-cam's ROAD score
+(``(road_lerf - road_morf) / 2``). Writes ``scores.csv`` and ``scores.json`` (per model and method: sample count, mean and 95%
 confidence interval of each metric) and prints the table as Markdown.
 """
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), help=f"any of: {', '.join(METHODS)}")
     parser.add_argument("--faithfulness", action="store_true", help="also deletion and insertion AUC (slower)")
     parser.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
+    parser.add_argument("--road", action="store_true", help="also pytorch-grad-cam's ROAD score (slowest)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--out", default="runs/gradcam-eval", help="output folder")
     return parser
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--n must be at least 1")
     failures: list[str] = []
     models = load_models(args.checkpoint, failures)
+    torch.manual_seed(0)  # ROAD's imputation noise
     rows = []
     for loaded in models:
         images, masks, labels = evaluation_set(loaded, args.data, args.split, args.n, args.boxes)
@@ -128,6 +131,9 @@ def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, la
                                                     batch_size=args.batch_size)
                 scores["deletion_auc"] = curves["deletion_auc"]
                 scores["insertion_auc"] = curves["insertion_auc"]
+            if args.road:
+                road = metrics.road(model, batch, maps, targets)
+                scores["road"] = (road["road_lerf"] - road["road_morf"]) / 2  # the library's combined score
             for key, value in scores.items():
                 per_image.setdefault(key, []).append(np.asarray(value, dtype=float))
         row = {"model": loaded.label, "method": method, "n": len(images), "top1": round(100 * accuracy, 2)}
@@ -147,7 +153,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 METRIC_TITLES = {"pointing_game": "pointing game (%)", "energy_pointing_game": "energy PG (%)",
-                 "deletion_auc": "deletion AUC (lower better)", "insertion_auc": "insertion AUC (higher better)"}
+                 "deletion_auc": "deletion AUC (lower better)", "insertion_auc": "insertion AUC (higher better)",
+                 "road": "ROAD (higher better)"}
 
 
 def markdown_table(rows: list[dict]) -> str:
