@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m emca_vis.demo --train
+	$(PY) -m emca_vis.demo --train --sample runs/demo/sample.png
+	$(PY) -m emca_vis.gradcam --image runs/demo/sample.png --out runs/demo/gradcam.png
 	$(PY) -m emca_vis.profile --models resnet18 resnet18_eca resnet18_emca_eca resnet50 resnet50_eca resnet50_emca_eca --batch-sizes 1 8 --repeats 3
 
 test: install

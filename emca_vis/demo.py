@@ -5,6 +5,7 @@ Every tool uses them when given no checkpoint. They live in ``emca_vis/demo_chec
 
     python -m emca_vis.demo              # list them with their validation accuracy
     python -m emca_vis.demo --train      # (re)train the missing ones on the CPU
+    python -m emca_vis.demo --sample x.png   # and write a test image to try the tools on
 """
 
 from __future__ import annotations
@@ -56,10 +57,17 @@ def train_missing(seed: int = 0) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emca_vis.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--train", action="store_true", help="train the missing demo checkpoints")
+    parser.add_argument("--sample", metavar="PNG", help="also write a 160 px test image of the shapes dataset")
     args = parser.parse_args(argv)
     if args.train:
         train_missing()
     print(demo_table())
+    if args.sample:
+        from .data.shapes import render_sample
+
+        Path(args.sample).parent.mkdir(parents=True, exist_ok=True)
+        render_sample(0, "test", 7, 160).image.save(args.sample)
+        print(f"wrote {args.sample}")
     return 0
 
 
