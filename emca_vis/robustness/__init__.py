@@ -1,0 +1,1 @@
+"""Corruption robustness: ImageNet-C corruptions, -C datasets and CE / mCE."""
