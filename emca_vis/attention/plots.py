@@ -46,7 +46,8 @@ def scaling_figure(models: dict[str, dict], out: Path) -> list[Path]:
     """The paper's scaling figure: per stage, mean channel scale vs channel index, one line per model."""
     colours = _colours(models)
     stages = sorted({s for result in models.values() for s in stage_modules(result)})
-    fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.0), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.0), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, stage in zip(axes[0], stages):
         for label, result in models.items():
             module = stage_modules(result).get(stage)
