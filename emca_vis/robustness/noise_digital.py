@@ -1,0 +1,294 @@
+"""Noise and digital ImageNet-C corruptions, batched in PyTorch.
+
+Noise: ``gaussian_noise``, ``shot_noise``, ``impulse_noise``, ``speckle_noise``.
+Digital: ``brightness``, ``contrast``, ``saturate``, ``pixelate``, ``jpeg_compression``,
+``elastic_transform``.
+
+Every function maps float ``[N, 3, H, W]`` images in [0, 1] (any device) to the same, and follows
+the reference ``imagecorruptions`` package (imagecorruptions-imaug 1.1.5,
+``imagecorruptions/corruptions.py``): the per-severity parameters are copied from it, and its
+image-size scaling (pixelate, elastic_transform) is kept.
+
+* brightness, contrast, saturate, pixelate and jpeg_compression are deterministic and reproduce
+  the reference (pixelate emulates Pillow's BOX / NEAREST resize, fixed-point rounding included;
+  jpeg_compression runs libjpeg through torchvision, as Pillow does, on the CPU).
+* The noises and elastic_transform draw from ``generator`` with the reference's distributions.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from numbers import Integral
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.io import decode_jpeg, encode_jpeg
+
+# Per-severity parameters, copied from imagecorruptions-imaug 1.1.5 (imagecorruptions/corruptions.py).
+GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # noise std
+SHOT_NOISE = (60, 25, 12, 5, 3)  # photons per unit intensity
+IMPULSE_NOISE = (0.03, 0.06, 0.09, 0.17, 0.27)  # fraction of values set to 0 or 1
+SPECKLE_NOISE = (0.15, 0.2, 0.35, 0.45, 0.6)  # multiplicative noise std
+BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)  # added to HSV value
+CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)  # factor on the deviation from the channel mean
+SATURATE = ((0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2))  # HSV saturation * a + b
+JPEG_QUALITY = (25, 18, 15, 10, 7)
+PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)  # downscale factor
+ELASTIC_ALPHA = (250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12)  # displacement gain
+
+
+def _check(images: torch.Tensor, severity: int) -> None:
+    if isinstance(severity, bool) or not isinstance(severity, Integral) or not 1 <= severity <= 5:
+        raise ValueError(f"severity must be 1-5, got {severity}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
+
+
+def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    """Where to draw: on the generator's device (then move), else on the images' device."""
+    return generator.device if generator is not None else device
+
+
+def _randn(images: torch.Tensor, generator: torch.Generator | None, shape=None) -> torch.Tensor:
+    shape = images.shape if shape is None else shape
+    dev = _gen_device(generator, images.device)
+    return torch.randn(shape, generator=generator, device=dev).to(images.device)
+
+
+def _rand(images: torch.Tensor, generator: torch.Generator | None, shape=None) -> torch.Tensor:
+    shape = images.shape if shape is None else shape
+    dev = _gen_device(generator, images.device)
+    return torch.rand(shape, generator=generator, device=dev).to(images.device)
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+def gaussian_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Additive Gaussian noise, std ``GAUSSIAN_NOISE``."""
+    _check(images, severity)
+    c = GAUSSIAN_NOISE[severity - 1]
+    return (images + c * _randn(images, generator)).clamp(0, 1)
+
+
+def shot_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Poisson noise: ``Poisson(x * c) / c``."""
+    _check(images, severity)
+    c = SHOT_NOISE[severity - 1]
+    rates = (images * c).to(_gen_device(generator, images.device))
+    counts = torch.poisson(rates, generator=generator).to(images.device)
+    return (counts / c).clamp(0, 1)
+
+
+def impulse_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Salt and pepper (skimage ``random_noise(mode='s&p')``): each value, channels separately, is
+    hit with probability ``IMPULSE_NOISE``, then set to 1 or 0 with equal chance."""
+    _check(images, severity)
+    c = IMPULSE_NOISE[severity - 1]
+    draws = _rand(images, generator, (2, *images.shape))
+    hit, salt = draws[0] < c, draws[1] < 0.5
+    return torch.where(hit, salt.to(images.dtype), images).clamp(0, 1)
+
+
+def speckle_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Multiplicative Gaussian noise: ``x + x * N(0, c^2)``."""
+    _check(images, severity)
+    c = SPECKLE_NOISE[severity - 1]
+    return (images + images * c * _randn(images, generator)).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- HSV
+
+
+def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` RGB in [0, 1] to HSV, all in [0, 1], as ``skimage.color.rgb2hsv``
+    (hue and saturation 0 for grey; where several channels are the maximum, blue wins over green
+    over red)."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    v = rgb.amax(1, keepdim=True)
+    delta = v - rgb.amin(1, keepdim=True)
+    colour = delta > 0
+    s = delta / torch.where(colour, v, torch.ones_like(v))
+    blue_max, green_max = b == v, g == v
+    num = torch.where(blue_max, r - g, torch.where(green_max, b - r, g - b))
+    offset = torch.where(blue_max, 4.0, torch.where(green_max, 2.0, 0.0))
+    h = torch.remainder((offset + num / torch.where(colour, delta, torch.ones_like(delta))) / 6, 1.0)
+    return torch.cat((h * colour, s, v), 1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv`, equal to ``skimage.color.hsv2rgb`` (its six-sector table
+    written as ``v - v s clip(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6``, n = 5, 3, 1)."""
+    h, s, v = hsv[:, 0:1], hsv[:, 1:2], hsv[:, 2:3]
+    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6 * h, 6)
+    return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- digital
+
+
+def brightness(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Adds ``BRIGHTNESS`` to the HSV value (clipped to 1)."""
+    _check(images, severity)
+    c = BRIGHTNESS[severity - 1]
+    hsv = rgb_to_hsv(images)
+    hsv = torch.stack((hsv[:, 0], hsv[:, 1], (hsv[:, 2] + c).clamp(0, 1)), 1)
+    return hsv_to_rgb(hsv).clamp(0, 1)
+
+
+def contrast(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shrinks each channel towards its mean over the image by ``CONTRAST``."""
+    _check(images, severity)
+    c = CONTRAST[severity - 1]
+    means = images.mean(dim=(2, 3), keepdim=True)
+    return ((images - means) * c + means).clamp(0, 1)
+
+
+def saturate(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """HSV saturation ``s * a + b`` (clipped to [0, 1]) with ``(a, b) = SATURATE``."""
+    _check(images, severity)
+    a, b = SATURATE[severity - 1]
+    hsv = rgb_to_hsv(images)
+    hsv = torch.stack((hsv[:, 0], (hsv[:, 1] * a + b).clamp(0, 1), hsv[:, 2]), 1)
+    return hsv_to_rgb(hsv).clamp(0, 1)
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float to 0..255 integers (rounded), what the reference receives."""
+    return (images.clamp(0, 1) * 255).round()
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_box_coeffs(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's BOX downscaling weights (``precompute_coeffs`` and ``normalize_coeffs_8bpc`` in
+    Pillow's Resample.c): a ``[out, in]`` 0/1 matrix of the input pixels each output averages, and
+    per output the 8-bit fixed-point coefficient (22 fractional bits) they all share."""
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    ss = 1.0 / filterscale
+    members = np.zeros((out_size, in_size), dtype=np.float32)
+    coeff = np.zeros(out_size, dtype=np.int64)
+    for xx in range(out_size):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        arg = (np.arange(xmin, xmax) - center + 0.5) * ss
+        inside = (arg > -0.5) & (arg <= 0.5)
+        members[xx, xmin:xmax] = inside
+        coeff[xx] = int(0.5 + (1.0 / inside.sum()) * (1 << 22)) if inside.any() else 0
+    return members, coeff
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_nearest_index(in_size: int, out_size: int) -> np.ndarray:
+    """Source index of each output pixel in Pillow's NEAREST resize (``ImagingScaleAffine``:
+    the position is accumulated in double precision, then truncated)."""
+    step = in_size / out_size
+    positions = np.add.accumulate(np.concatenate(([step * 0.5], np.full(out_size - 1, step))))
+    return positions.astype(np.int64)
+
+
+def _pil_box_pass(pixels: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+    """One Pillow BOX pass along the last axis of 0..255 integer-valued float32 ``pixels``:
+    exact integer sums, then Pillow's fixed-point scaling and rounding."""
+    members, coeff = _pil_box_coeffs(in_size, out_size)
+    sums = pixels @ torch.as_tensor(members, device=pixels.device).T  # integers < 2^24: exact
+    acc = sums.round().long() * torch.as_tensor(coeff, device=pixels.device) + (1 << 21)
+    return (acc >> 22).clamp(0, 255).float()
+
+
+def pixelate(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pillow BOX resize to ``PIXELATE`` times the size (``int(side * c)``), then NEAREST back up,
+    on 8-bit pixels as Pillow does (both passes round to integers)."""
+    _check(images, severity)
+    c = PIXELATE[severity - 1]
+    h, w = images.shape[-2:]
+    small_h, small_w = int(h * c), int(w * c)
+    pixels = _to_uint8(images).float()
+    pixels = _pil_box_pass(pixels, w, small_w)  # horizontal first, as Pillow
+    pixels = _pil_box_pass(pixels.transpose(2, 3), h, small_h).transpose(2, 3)
+    rows = torch.as_tensor(_pil_nearest_index(small_h, h), device=images.device)
+    cols = torch.as_tensor(_pil_nearest_index(small_w, w), device=images.device)
+    pixels = pixels.index_select(2, rows).index_select(3, cols)
+    return pixels / 255
+
+
+def jpeg_compression(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """JPEG encode and decode at quality ``JPEG_QUALITY`` (libjpeg, 4:2:0, as Pillow's save).
+
+    Runs on the CPU (torchvision's libjpeg, bit-identical to Pillow) and moves the result back.
+    """
+    _check(images, severity)
+    quality = JPEG_QUALITY[severity - 1]
+    pixels = _to_uint8(images).to("cpu", torch.uint8)
+    with warnings.catch_warnings():  # torchvision >= 0.29 flags its image codecs as deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = encode_jpeg(list(pixels.unbind(0)), quality=quality)
+        decoded = torch.stack(decode_jpeg(encoded))
+    return (decoded.float() / 255).to(images.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _blur_matrix(size: int, sigma: float, truncate: float) -> np.ndarray:
+    """``[size, size]`` matrix of scipy.ndimage's 1-D Gaussian filter along an axis: kernel radius
+    ``int(truncate * sigma + 0.5)``, 'reflect' (half-sample symmetric) borders folded in."""
+    radius = int(truncate * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    src = np.remainder(np.arange(size)[:, None] + offsets[None, :], 2 * size)
+    src = np.where(src >= size, 2 * size - 1 - src, src)
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (np.repeat(np.arange(size), offsets.size), src.ravel()), np.tile(kernel, size))
+    return matrix
+
+
+def gaussian_blur_reflect(fields: torch.Tensor, sigma: tuple[float, float], truncate: float = 3.0) -> torch.Tensor:
+    """Separable Gaussian blur of ``[N, C, H, W]`` as ``skimage.filters.gaussian(..., mode='reflect')``
+    with per-axis ``sigma = (sigma_h, sigma_w)``, as two matrix products in the dtype of ``fields``."""
+    h, w = fields.shape[-2:]
+    rows = torch.as_tensor(_blur_matrix(h, sigma[0], truncate), dtype=fields.dtype, device=fields.device)
+    cols = torch.as_tensor(_blur_matrix(w, sigma[1], truncate), dtype=fields.dtype, device=fields.device)
+    return rows @ fields @ cols.T
+
+
+def warp_reflect(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Samples ``images`` at ``(row + dy, col + dx)`` (``[N, H, W]`` displacements in pixels),
+    bilinear with half-sample symmetric borders: ``map_coordinates(order=1, mode='reflect')``."""
+    _, _, h, w = images.shape
+    ys = torch.arange(h, device=images.device, dtype=images.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=images.device, dtype=images.dtype).view(1, 1, w)
+    grid = torch.stack(((2 * (xs + dx) + 1) / w - 1, (2 * (ys + dy) + 1) / h - 1), -1).to(images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def elastic_transform(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Elastic deformation: per image, two fields of uniform noise in ``+-0.005 H`` pixels,
+    Gaussian-blurred (sigma 1% of each side, truncate 3, reflect) and scaled by
+    ``ELASTIC_ALPHA``, displace the sampling positions (columns by dx, rows by dy)."""
+    _check(images, severity)
+    alpha = ELASTIC_ALPHA[severity - 1]
+    n, _, h, w = images.shape
+    max_d = h * 0.005  # the reference uses the height for both directions
+    noise = (_rand(images, generator, (n, 2, h, w)) * 2 - 1) * max_d
+    fields = gaussian_blur_reflect(noise, (h * 0.01, w * 0.01)) * alpha
+    return warp_reflect(images, fields[:, 0], fields[:, 1]).clamp(0, 1)
+
+
+CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "speckle_noise": speckle_noise,
+    "brightness": brightness,
+    "contrast": contrast,
+    "saturate": saturate,
+    "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression,
+    "elastic_transform": elastic_transform,
+}
