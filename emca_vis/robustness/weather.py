@@ -1,0 +1,401 @@
+"""Weather corruptions of ImageNet-C, batched and vectorised in PyTorch.
+
+    snow     random snow layer, zoomed, motion-blurred along a random angle, over a greyed image
+    frost    blend with a random crop of one of the frost photos shipped with ``imagecorruptions``
+    fog      add a plasma fractal (diamond-square) made per image
+    spatter  water drops (severity 1-3) or mud (4-5) from a blurred random field
+
+Every function takes float ``[N, 3, H, W]`` images in [0, 1] on any device, a severity 1-5 and
+an optional ``torch.Generator`` (the only source of randomness), and returns the corrupted
+images in [0, 1] on the same device. The per-severity constants and the steps follow the
+reference, ``imagecorruptions/corruptions.py`` of imagecorruptions-imaug 1.1.5 (itself after
+Hendrycks & Dietterich's ImageNet-C code); the OpenCV / scipy / skimage steps are re-done in
+torch (bilinear ``scipy.ndimage.zoom``, bicubic ``cv2.resize``, ``skimage`` gaussian,
+``cv2.Canny``, ``cv2.distanceTransform``, ``cv2.equalizeHist``, ...). Each random corruption
+draws its random fields first and then calls a deterministic ``_name`` function of the images
+and those fields, so that the fields can be given to both backends in tests.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import io
+import math
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+# Constant tables copied from imagecorruptions-imaug 1.1.5, imagecorruptions/corruptions.py.
+SNOW = [(0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+        (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+        (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+        (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)]
+FROST = [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)]
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+FOG = [(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)]
+SPATTER = [(0.65, 0.3, 4, 0.69, 0.6, 0),
+           (0.65, 0.3, 3, 0.68, 0.6, 0),
+           (0.65, 0.3, 2, 0.68, 0.5, 0),
+           (0.65, 0.3, 1, 0.65, 1.5, 1),
+           (0.67, 0.4, 1, 0.65, 1.5, 1)]
+WATER = (175 / 255., 238 / 255., 238 / 255.)  # pale turquoise
+MUD = (63 / 255., 42 / 255., 20 / 255.)  # brown
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _check(images: torch.Tensor, severity: int) -> None:
+    if not isinstance(severity, int) or isinstance(severity, bool) or not 1 <= severity <= 5:
+        raise ValueError(f"severity must be 1-5, got {severity}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [N, 3, H, W], got {list(images.shape)}")
+
+
+def _rand(shape, generator, device, dtype=torch.float32, normal=False) -> torch.Tensor:
+    """Uniform [0, 1) (or standard normal) numbers from ``generator``, moved to ``device``."""
+    where = generator.device if generator is not None else device
+    draw = torch.randn if normal else torch.rand
+    return draw(shape, generator=generator, device=where, dtype=dtype).to(device)
+
+
+def _conv_sep(x: torch.Tensor, kernel: torch.Tensor, pad_mode: str) -> torch.Tensor:
+    """Separable correlation of ``x`` [N, H, W] with the 1-D ``kernel`` along both axes."""
+    r = kernel.numel() // 2
+    k = kernel.to(x)
+    y = F.pad(x[:, None], (r, r, r, r), mode=pad_mode)
+    y = F.conv2d(y, k.view(1, 1, 1, -1))
+    return F.conv2d(y, k.view(1, 1, -1, 1))[:, 0]
+
+
+def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``skimage.filters.gaussian`` (scipy kernel, truncate=4, mode 'nearest') of [N, H, W]."""
+    radius = int(4.0 * sigma + 0.5)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * t ** 2 / sigma ** 2)
+    return _conv_sep(x, kernel / kernel.sum(), "replicate")
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """``cv2.blur(x, (3, 3))`` (border reflect-101) of [N, H, W], unrounded."""
+    return _conv_sep(x, torch.full((3,), 1 / 3, dtype=torch.float64), "reflect")
+
+
+# ---------------------------------------------------------------- snow
+
+
+def snow(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Snow: a thresholded, zoomed, motion-blurred noise layer added twice (and rotated) to a greyed image."""
+    _check(images, severity)
+    c = SNOW[severity - 1]
+    n, _, h, w = images.shape
+    field = _rand((n, h, w), generator, images.device, normal=True) * c[1] + c[0]
+    angle = _rand((n,), generator, images.device, torch.float64) * 90 - 135  # uniform(-135, -45)
+    return _snow(images, severity, field, angle)
+
+
+def _snow(images: torch.Tensor, severity: int, field: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Snow from the normal ``field`` [N, H, W] (mean c0, std c1) and blur ``angle`` [N] in degrees."""
+    c = SNOW[severity - 1]
+    h, w = images.shape[-2:]
+    layer = _clipped_zoom(field.float(), c[2])
+    layer = torch.where(layer < c[3], 0, layer).clamp(0, 1)
+    layer = _motion_blur(layer, c[4], c[5], angle)
+    layer = (torch.round(layer * 255) / 255)[:, None, :h, :w]
+    gray = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]  # cv2 RGB2GRAY
+    x = c[6] * images + (1 - c[6]) * torch.maximum(images, gray * 1.5 + 0.5)
+    return (x + layer + layer.flip(-2, -1)).clamp(0, 1)
+
+
+def _clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
+    """The reference's ``clipped_zoom`` of [N, H, W]: centre crop, then ``scipy.ndimage.zoom(order=1)``.
+
+    scipy's zoom maps the corner pixels onto each other (bilinear with align_corners=True); its
+    output is round(crop * zoom) >= the input size, as in the reference (cropped later).
+    """
+    h, w = x.shape[-2:]
+    ch, cw = math.ceil(h / zoom), math.ceil(w / zoom)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = x[:, None, top:top + ch, left:left + cw]
+    size = (int(round(ch * zoom)), int(round(cw * zoom)))
+    return F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[:, 0]
+
+
+def _motion_blur(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
+    """The reference's Wand-free ``_motion_blur`` of [N, H, W], one ``angle`` (degrees) per image.
+
+    A one-sided gaussian-weighted sum of ``2 * radius + 1`` copies shifted along the angle, with
+    the borders replicated; each tap gathers the shifted copies of all images at once.
+    """
+    n, h, w = x.shape
+    width = 2 * radius + 1
+    taps = torch.arange(width, dtype=torch.float64)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    rad = torch.deg2rad(angle.to(torch.float64)).cpu()
+    point = (width * torch.sin(rad), width * torch.cos(rad))
+    hypot = torch.hypot(*point)
+    dy = -torch.ceil(taps[None] * point[0][:, None] / hypot[:, None] - 0.5).long()  # [N, width]
+    dx = -torch.ceil(taps[None] * point[1][:, None] / hypot[:, None] - 0.5).long()
+    # the reference stops at the first shift that leaves the image
+    valid = torch.cumprod(((dy.abs() < h) & (dx.abs() < w)).long(), dim=1)
+    weight = (kernel / kernel.sum() * valid).to(x)
+    pad_r, pad_c = int(dy.abs().max()), int(dx.abs().max())
+    flat = F.pad(x[:, None], (pad_c, pad_c, pad_r, pad_r), mode="replicate").reshape(n, -1)
+    row = w + 2 * pad_c
+    grid = (torch.arange(h, device=x.device)[:, None] * row + torch.arange(w, device=x.device)).view(1, -1)
+    start = ((pad_r - dy) * row + (pad_c - dx)).to(x.device)  # where each shifted copy starts
+    out = torch.zeros(n, h * w, device=x.device, dtype=x.dtype)
+    for i in range(width):
+        out += weight[:, i:i + 1] * flat.gather(1, start[:, i:i + 1] + grid)
+    return out.view(n, h, w)
+
+
+# ---------------------------------------------------------------- frost
+
+
+def frost(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Frost: ``c0 * image + c1 * crop`` of a random frost photo (rescaled by 1.1, more if small)."""
+    _check(images, severity)
+    n, _, h, w = images.shape
+    which = (_rand((n,), generator, torch.device("cpu"), torch.float64) * len(FROST_FILES)).long()
+    sizes = torch.tensor([_frost_size(k, h, w) for k in range(len(FROST_FILES))])[which]  # [N, 2]
+    u = _rand((n, 2), generator, torch.device("cpu"), torch.float64)
+    start = (u * (sizes - torch.tensor([h, w]))).long()  # randint(0, size - image size)
+    return _frost(images, severity, which, start[:, 0], start[:, 1])
+
+
+def _frost(images: torch.Tensor, severity: int, which: torch.Tensor, top: torch.Tensor,
+           left: torch.Tensor) -> torch.Tensor:
+    """Frost with photo ``which`` [N] cropped at (``top``, ``left``) [N] after rescaling."""
+    c = FROST[severity - 1]
+    n, _, h, w = images.shape
+    device = images.device
+    which, top, left = which.to(device), top.to(device), left.to(device)
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    crops = torch.empty_like(images)
+    for k in torch.unique(which).tolist():  # one gather per photo used
+        pick = (which == k).nonzero()[:, 0]
+        photo = _frost_photo(k, _frost_size(k, h, w), device)
+        r = top[pick, None, None] + rows[None, :, None]
+        q = left[pick, None, None] + cols[None, None, :]
+        crops[pick] = photo[:, r, q].permute(1, 0, 2, 3).float() / 255
+    return (c[0] * images + c[1] * crops).clamp(0, 1)
+
+
+@lru_cache(maxsize=None)
+def _frost_original(k: int) -> torch.Tensor:
+    """Frost photo ``k`` from the installed imagecorruptions package, uint8 [3, h, w] RGB (alpha dropped)."""
+    data = (importlib.resources.files("imagecorruptions") / "frost" / FROST_FILES[k]).read_bytes()
+    pixels = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def _frost_size(k: int, h: int, w: int) -> tuple[int, int]:
+    """Size of photo ``k`` after the reference's rescaling for an ``h`` x ``w`` image (same float ops)."""
+    fh, fw = _frost_original(k).shape[-2:]
+    scaling_factor = 1
+    if fh >= h and fw >= w:
+        scaling_factor = 1
+    elif fh < h and fw >= w:
+        scaling_factor = h / fh
+    elif fh >= h and fw < w:
+        scaling_factor = w / fw
+    else:  # both too small: the bigger factor
+        scaling_factor = max(h / fh, w / fw)
+    scaling_factor *= 1.1
+    return int(np.ceil(fh * scaling_factor)), int(np.ceil(fw * scaling_factor))
+
+
+@lru_cache(maxsize=32)
+def _frost_photo(k: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """Photo ``k`` resized to ``size`` like ``cv2.resize(INTER_CUBIC)`` (a=-0.75), uint8, cached on ``device``."""
+    photo = _frost_original(k)[None].float()
+    resized = F.interpolate(photo, size=size, mode="bicubic", align_corners=False)[0]
+    return resized.round().clamp(0, 255).to(torch.uint8).to(device)
+
+
+# ---------------------------------------------------------------- fog
+
+
+def fog(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fog: add ``c0`` times a plasma fractal (one per image), then rescale to the image maximum."""
+    _check(images, severity)
+    c = FOG[severity - 1]
+    n, _, h, w = images.shape
+    mapsize = 1 << (max(h, w) - 1).bit_length()  # next power of 2
+    plasma = _plasma_fractal(n, mapsize, c[1], lambda shape: _rand((n, *shape), generator, images.device),
+                             images.device)
+    return _fog(images, severity, plasma)
+
+
+def _fog(images: torch.Tensor, severity: int, plasma: torch.Tensor) -> torch.Tensor:
+    """Fog from ``plasma`` [N, S, S] in [0, 1], S >= H, W (its top-left corner is used)."""
+    c = FOG[severity - 1]
+    h, w = images.shape[-2:]
+    max_val = images.amax(dim=(1, 2, 3), keepdim=True)
+    x = images + c[0] * plasma[:, None, :h, :w]
+    return (x * max_val / (max_val + c[0])).clamp(0, 1)
+
+
+def _plasma_fractal(n: int, mapsize: int, wibbledecay: float,
+                    uniform: Callable[[tuple[int, ...]], torch.Tensor], device: torch.device) -> torch.Tensor:
+    """``n`` diamond-square height maps [n, mapsize, mapsize] in [0, 1], as the reference's ``plasma_fractal``.
+
+    ``uniform(shape)`` returns independent uniform [0, 1) numbers of shape ``(n, *shape)``; it is
+    called three times per level (squares, then the two diamond grids), in the reference's order.
+    Each level is filled at once for all images with strided slices.
+    """
+    assert mapsize & (mapsize - 1) == 0, "mapsize must be a power of two"
+    m = torch.zeros(n, mapsize, mapsize, device=device)
+    stepsize, wibble = mapsize, 100.0
+
+    def wibbledmean(total: torch.Tensor) -> torch.Tensor:
+        u = uniform(tuple(total.shape[1:])).to(total)
+        return total / 4 + wibble * (-wibble + 2 * wibble * u)  # wibble * uniform(-wibble, wibble)
+
+    while stepsize >= 2:
+        half = stepsize // 2
+        corners = m[:, 0::stepsize, 0::stepsize]  # squares
+        total = corners + corners.roll(-1, 1)
+        total = total + total.roll(-1, 2)
+        m[:, half::stepsize, half::stepsize] = wibbledmean(total)
+        centres = m[:, half::stepsize, half::stepsize]  # diamonds
+        corners = m[:, 0::stepsize, 0::stepsize]
+        total = centres + centres.roll(1, 1) + corners + corners.roll(-1, 2)
+        m[:, 0::stepsize, half::stepsize] = wibbledmean(total)
+        total = centres + centres.roll(1, 2) + corners + corners.roll(-1, 1)
+        m[:, half::stepsize, 0::stepsize] = wibbledmean(total)
+        stepsize //= 2
+        wibble /= wibbledecay
+    m = m - m.amin(dim=(1, 2), keepdim=True)
+    return m / m.amax(dim=(1, 2), keepdim=True)
+
+
+# ---------------------------------------------------------------- spatter
+
+
+def spatter(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Spatter: water drops (severity 1-3) or mud (4-5) where a blurred random field is high."""
+    _check(images, severity)
+    c = SPATTER[severity - 1]
+    n, _, h, w = images.shape
+    field = _rand((n, h, w), generator, images.device, normal=True) * c[1] + c[0]
+    return _spatter(images, severity, field)
+
+
+def _spatter(images: torch.Tensor, severity: int, field: torch.Tensor) -> torch.Tensor:
+    """Spatter from the normal ``field`` [N, H, W] (mean c0, std c1)."""
+    c = SPATTER[severity - 1]
+    liquid = _gaussian(field.float(), c[2])
+    liquid = torch.where(liquid < c[3], 0, liquid)
+    if c[5] == 0:  # water
+        liquid = (liquid * 255).floor()  # .astype(np.uint8)
+        dist = _chamfer_distance(_canny(liquid, 50, 150), 20)  # then cv2.threshold(TRUNC at 20)
+        dist = _equalize_hist(_box3(dist).floor())
+        emboss = torch.tensor([[-2., -1, 0], [-1, 1, 1], [0, 1, 2]], device=dist.device)
+        dist = F.conv2d(F.pad(dist[:, None], (1, 1, 1, 1), mode="reflect"), emboss[None, None])[:, 0]
+        dist = _box3(dist.round().clamp(0, 255)).round()  # cv2.filter2D to CV_8U, then a uint8 blur
+        m = liquid * dist
+        peak = m.amax(dim=(1, 2), keepdim=True)
+        # the reference divides by zero (NaN) when no drop is drawn; here the image is left as it is
+        m = torch.where(peak > 0, m / peak.clamp(min=1e-12), 0) * c[4]
+        color = torch.tensor(WATER, device=images.device).view(1, 3, 1, 1)
+        return (images + m[:, None] * color).clamp(0, 1)
+    m = _gaussian((liquid > c[3]).float(), c[4])  # mud
+    m = torch.where(m < 0.8, 0, m)[:, None]
+    color = torch.tensor(MUD, device=images.device).view(1, 3, 1, 1)
+    return (images * (1 - m) + color * m).clamp(0, 1)
+
+
+def _canny(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """``cv2.Canny(x, low, high)`` of uint8-valued [N, H, W] as a bool edge map.
+
+    3x3 Sobel (border replicated), L1 magnitude, non-maximum suppression along the gradient
+    direction binned as OpenCV does (tan 22.5 in 15-bit fixed point, same strict / non-strict
+    comparisons), then hysteresis: weak edges 8-connected to a strong one are kept.
+    """
+    sobel = torch.tensor([[-1., 0, 1], [-2, 0, 2], [-1, 0, 1]], device=x.device)
+    p = F.pad(x[:, None], (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(p, sobel[None, None])[:, 0].int()
+    gy = F.conv2d(p, sobel.t()[None, None])[:, 0].int()
+    mag = gx.abs() + gy.abs()
+    mp = F.pad(mag, (1, 1, 1, 1))  # outside the image the magnitude is 0
+    h, w = mag.shape[-2:]
+
+    def at(dr: int, dc: int) -> torch.Tensor:
+        return mp[:, 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
+
+    ax, ay = gx.abs(), gy.abs() << 15
+    tg22x = ax * 13573  # round(tan(22.5 deg) * 2**15)
+    horizontal = ay < tg22x
+    vertical = ~horizontal & (ay > tg22x + (ax << 16))
+    diagonal = ~horizontal & ~vertical
+    opposite = (gx * gy) < 0
+    maximum = ((horizontal & (mag > at(0, -1)) & (mag >= at(0, 1)))
+               | (vertical & (mag > at(-1, 0)) & (mag >= at(1, 0)))
+               | (diagonal & opposite & (mag > at(-1, 1)) & (mag > at(1, -1)))
+               | (diagonal & ~opposite & (mag > at(-1, -1)) & (mag > at(1, 1))))
+    weak = maximum & (mag > low)
+    edges = weak & (mag > high)
+    while True:  # hysteresis: grow the strong edges inside the weak ones until nothing changes
+        grown = weak & (F.max_pool2d(edges[:, None].float(), 3, 1, 1)[:, 0] > 0)
+        if torch.equal(grown, edges):
+            return edges
+        edges = grown
+
+
+def _chamfer_distance(edges: torch.Tensor, limit: float) -> torch.Tensor:
+    """``min(cv2.distanceTransform(DIST_L2, 5), limit)``: distance to the nearest edge of [N, H, W].
+
+    OpenCV's 5x5 chamfer is the shortest-path distance over steps of 1 (4 neighbours), 1.4
+    (diagonals) and 2.1969 (knight moves). Starting from ``limit`` off the edges, each round
+    relaxes all pixels over every offset of a 5x5 window at its chamfer cost (1, 1.4, 2, 2.1969,
+    2.8), using separable 3-tap min-filters; the distances are exact once a round changes
+    nothing, after about ``limit / 2`` rounds.
+    """
+    def pool(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:  # min over -step, 0, +step along dim
+        out, n = x.clone(), x.shape[dim] - step
+        for a, b in ((0, step), (step, 0)):
+            part = out.narrow(dim, a, n)
+            torch.minimum(part, x.narrow(dim, b, n), out=part)
+        return out
+
+    # a filter may also offer a nearer offset at a higher cost: that never goes below the true distance
+    dist = torch.where(edges, 0.0, float(limit))
+    for _ in range(int(math.ceil(limit))):
+        c1, c2 = pool(dist, 2, 1), pool(dist, 2, 2)  # columns +-1, +-2
+        best = torch.minimum(dist, torch.minimum(c1, pool(dist, 1, 1)) + 1.0)
+        best = torch.minimum(best, pool(c1, 1, 1) + 1.4)
+        best = torch.minimum(best, torch.minimum(c2, pool(dist, 1, 2)) + 2.0)
+        best = torch.minimum(best, torch.minimum(pool(c2, 1, 1), pool(c1, 1, 2)) + 2.1969)
+        best = torch.minimum(best, pool(c2, 1, 2) + 2.8)
+        if torch.equal(best, dist):
+            break
+        dist = best
+    return dist
+
+
+def _equalize_hist(x: torch.Tensor) -> torch.Tensor:
+    """``cv2.equalizeHist`` of uint8-valued [N, H, W], per image."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1).long()
+    hist = torch.zeros(n, 256, device=x.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float))
+    first = hist[torch.arange(n, device=x.device), (hist > 0).float().argmax(dim=1)][:, None]
+    total = float(flat.shape[1])
+    scale = 255.0 / (total - first).clamp(min=1)
+    lut = ((hist.cumsum(dim=1) - first) * scale).round().clamp(0, 255)
+    lut = torch.where(first == total, torch.arange(256., device=x.device), lut)  # a flat image stays
+    return lut.gather(1, flat).view_as(x)
+
+
+CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "snow": snow,
+    "frost": frost,
+    "fog": fog,
+    "spatter": spatter,
+}
