@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cells_path = out.with_suffix(".cells.jsonl")
-    done = _read_cells(cells_path, rank)
+    done = _read_cells(cells_path, rank, _setting(args))
     for group in _by_preprocessing(models):
         evaluate_group(group, args, done, cells_path, rank, world)
     if rank == 0:
@@ -128,7 +128,7 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
             dist.all_reduce(counts)
         for i, m in enumerate(wanted):
             cell = {"model": m.label, "corruption": corruption, "severity": severity,
-                    "correct": int(counts[i]), "total": int(counts[-1])}
+                    "correct": int(counts[i]), "total": int(counts[-1]), "setting": _setting(args)}
             done[(m.label, corruption, severity)] = cell
             if rank == 0:
                 with cells_path.open("a") as handle:
@@ -153,8 +153,13 @@ def _count_correct(models: list[LoadedModel], source, batches: list[tuple[int, l
     return counts
 
 
-def _read_cells(path: Path, rank: int) -> dict:
-    """Finished cells; a last line cut short by a kill is dropped (that cell is redone)."""
+def _setting(args) -> str:
+    """What a cell's numbers depend on besides model and corruption: cells of other settings are redone."""
+    return f"{args.data}|{args.split}|{args.n}|{args.backend}|{args.seed}|{args.c_data or ''}"
+
+
+def _read_cells(path: Path, rank: int, setting: str) -> dict:
+    """Finished cells of this setting; a last line cut short by a kill is dropped (that cell is redone)."""
     text = path.read_text() if path.exists() else ""
     complete = text[: text.rfind("\n") + 1]
     if rank == 0 and complete != text:
@@ -162,7 +167,8 @@ def _read_cells(path: Path, rank: int) -> dict:
     done = {}
     for line in complete.splitlines():
         cell = json.loads(line)
-        done[(cell["model"], cell["corruption"], cell["severity"])] = cell
+        if cell.get("setting") == setting:
+            done[(cell["model"], cell["corruption"], cell["severity"])] = cell
     return done
 
 
