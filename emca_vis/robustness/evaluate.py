@@ -1,0 +1,256 @@
+"""Corruption errors, CE / mCE of several checkpoints.
+
+    python -m emca_vis.robustness --out r.json                      # demo checkpoints on shapes
+    python -m emca_vis.robustness --checkpoint a b --data imagenet:/data/imagenet --split val \\
+        [--corruptions fog snow] [--severities 1 3 5] [--backend torch|reference] [--baseline alexnet|<ckpt>]
+    python -m emca_vis.robustness --checkpoint c10.safetensors --data cifar10:/data --c-data cifar10-c:/data/CIFAR-10-C
+    torchrun --nproc_per_node 4 -m emca_vis.robustness ...          # each rank a shard of the images
+
+Images are corrupted on the fly after the checkpoint's resize and centre crop, then
+normalised; ``--c-data`` reads pre-generated ImageNet-C / CIFAR-C files instead
+(:mod:`.cdata`). Every finished (corruption, severity) is appended to ``<out>.cells.jsonl``; a
+re-run with the same ``--out`` skips those. Writes ``<out>`` (JSON: every error and score) and
+``<out>.csv``, prints the table. Baseline for CE: the published AlexNet errors on ImageNet,
+otherwise the first checkpoint (``--baseline`` picks another).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2 as T
+from tqdm import tqdm
+
+from ..data import build_dataset
+from ..errors import UserError
+from ..inputs import LoadedModel, load_models
+from . import cdata
+from .corruptions import BACKENDS, CORRUPTIONS, SEVERITIES, check, corrupt
+from .metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, IMAGENET_C, summarize
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emca_vis.robustness", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
+    parser.add_argument("--data", default="shapes", help="dataset spec (default: shapes)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--corruptions", nargs="+", default=list(IMAGENET_C), help=f"any of: {', '.join(CORRUPTIONS)}")
+    parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
+    parser.add_argument("--backend", default="torch", choices=BACKENDS)
+    parser.add_argument("--c-data", help="pre-generated corruptions instead of on-the-fly: imagenet-c:/p, cifar10-c:/p")
+    parser.add_argument("--baseline", help="'alexnet' or a checkpoint (default: alexnet on ImageNet, else the first)")
+    # --num-images is --n under torchrun, whose own parser takes "--n" for an abbreviation of its options.
+    parser.add_argument("--n", "--num-images", dest="n", type=int, default=500, help="images (the first n of the split)")
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/robustness/results.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    failures: list[str] = []
+    results = run(args, failures)
+    if results is not None:
+        print(markdown_table(results))
+        print(f"wrote {args.out}\nwrote {Path(args.out).with_suffix('.csv')}")
+    return 2 if failures else 0
+
+
+def evaluate(progress: Callable[[int, int], None] | None = None, **options) -> dict:
+    """The CLI as a function: ``evaluate(checkpoint=[...], corruptions=["fog"], n=50, out="r.json")``.
+
+    Options are the CLI's (``--c-data`` is ``c_data``); ``progress(done, total)`` is called after
+    every cell. Returns the results JSON as a dict.
+    """
+    args = build_parser().parse_args([])
+    unknown = set(options) - set(vars(args))
+    if unknown:
+        raise UserError(f"unknown robustness option(s): {', '.join(sorted(unknown))}")
+    vars(args).update(options)
+    return run(args, progress=progress)
+
+
+def run(args: argparse.Namespace, failures: list[str] | None = None,
+        progress: Callable[[int, int], None] | None = None) -> dict | None:
+    """Evaluate, save JSON/CSV at ``args.out``; the results on rank 0, ``None`` on other ranks."""
+    for name in args.corruptions:
+        for severity in args.severities:
+            check(name, severity, args.backend)
+    rank, world = _init_distributed()
+    models = load_models(args.checkpoint, failures)
+    baseline = args.baseline or ("alexnet" if args.data.startswith("imagenet") else models[0].label)
+    if baseline != "alexnet" and baseline not in [m.label for m in models]:
+        models += load_models([baseline], failures)
+        baseline = models[-1].label
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cells_path = out.with_suffix(".cells.jsonl")
+    done = _read_cells(cells_path, rank, _setting(args))
+    groups = _by_preprocessing(models)
+    total = len(groups) * (1 + len(args.corruptions) * len(args.severities))
+    for i, group in enumerate(groups):
+        step = None if progress is None else (lambda k, i=i: progress(i * total // len(groups) + k, total))
+        evaluate_group(group, args, done, cells_path, rank, world, step)
+    results = None
+    if rank == 0:
+        results = build_results(models, done, args, baseline)
+        out.write_text(json.dumps(results, indent=1))
+        write_csv(results, out.with_suffix(".csv"))
+    if world > 1:
+        dist.destroy_process_group()
+    return results
+
+
+def _init_distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _by_preprocessing(models: list[LoadedModel]) -> list[list[LoadedModel]]:
+    """Models that see the same pixels (input size and resize) share each corrupted batch."""
+    groups: dict[tuple, list[LoadedModel]] = {}
+    for m in models:
+        groups.setdefault((m.meta["input_size"], m.meta["resize"]), []).append(m)
+    return list(groups.values())
+
+
+def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path, rank: int, world: int,
+                   progress: Callable[[int], None] | None = None) -> None:
+    first = models[0]
+    dataset, info = build_dataset(args.data, args.split, image_size=first.input_size, train=False)
+    for m in models:
+        if list(info.class_names) != m.class_names:
+            raise UserError(f"{m.path}: its classes are not those of {args.data} (in order); refusing to score it")
+    # Corruptions act on the resized, cropped image in [0, 1]; normalisation comes after.
+    dataset.transform = T.Compose([T.ToImage(), T.Resize(first.meta["resize"], antialias=True),
+                                   T.CenterCrop(first.input_size), T.ToDtype(torch.float32, scale=True)])
+    cells = [("clean", 0)] + [(c, s) for c in args.corruptions for s in args.severities]
+    for k, (corruption, severity) in enumerate(tqdm(cells, desc="cells", disable=rank != 0 or None)):
+        if progress is not None:
+            progress(k)
+        wanted = [m for m in models if (m.label, corruption, severity) not in done]
+        if not wanted:
+            continue
+        source = dataset
+        if args.c_data and corruption != "clean":
+            source = cdata.load(args.c_data, corruption, severity, dataset.transform, first.class_names)
+        # Whole batches go to ranks in turn and keep their global index (the corruption seed),
+        # so any number of processes sees exactly the images and noise of a single process.
+        n = min(args.n, len(source))
+        starts = list(range(0, n, args.batch_size))[rank::world]
+        batches = [(start // args.batch_size, list(range(start, min(start + args.batch_size, n)))) for start in starts]
+        on_the_fly = corruption != "clean" and not args.c_data
+        counts = _count_correct(wanted, source, batches,
+                                (corruption, severity, args.backend, args.seed) if on_the_fly else None)
+        if world > 1:
+            dist.all_reduce(counts)
+        for i, m in enumerate(wanted):
+            cell = {"model": m.label, "corruption": corruption, "severity": severity,
+                    "correct": int(counts[i]), "total": int(counts[-1]), "setting": _setting(args)}
+            done[(m.label, corruption, severity)] = cell
+            if rank == 0:
+                with cells_path.open("a") as handle:
+                    handle.write(json.dumps(cell) + "\n")
+    if progress is not None:
+        progress(len(cells))
+
+
+def _count_correct(models: list[LoadedModel], source, batches: list[tuple[int, list[int]]],
+                   corruption: tuple | None) -> torch.Tensor:
+    """Correct predictions per model, then the image count: float64 ``[len(models) + 1]``."""
+    counts = torch.zeros(len(models) + 1, dtype=torch.float64)
+    loader = DataLoader(source, batch_sampler=[indices for _, indices in batches])
+    for (index, _), (images, labels) in zip(batches, loader):
+        if corruption:
+            name, severity, backend, seed = corruption
+            images = corrupt(images, name, severity, backend, seed=seed * 100_003 + index)
+        for i, m in enumerate(models):
+            mean = torch.tensor(m.meta["mean"]).view(1, 3, 1, 1)
+            std = torch.tensor(m.meta["std"]).view(1, 3, 1, 1)
+            with torch.no_grad():
+                counts[i] += (m.model((images - mean) / std).argmax(1) == labels).sum().item()
+        counts[-1] += len(labels)
+    return counts
+
+
+def _setting(args) -> str:
+    """What a cell's numbers depend on besides model and corruption: cells of other settings are redone."""
+    return f"{args.data}|{args.split}|{args.n}|{args.backend}|{args.seed}|{args.c_data or ''}"
+
+
+def _read_cells(path: Path, rank: int, setting: str) -> dict:
+    """Finished cells of this setting; a last line cut short by a kill is dropped (that cell is redone)."""
+    text = path.read_text() if path.exists() else ""
+    complete = text[: text.rfind("\n") + 1]
+    if rank == 0 and complete != text:
+        path.write_text(complete)  # so appended cells start on a line of their own
+    done = {}
+    for line in complete.splitlines():
+        cell = json.loads(line)
+        if cell.get("setting") == setting:
+            done[(cell["model"], cell["corruption"], cell["severity"])] = cell
+    return done
+
+
+def build_results(models: list[LoadedModel], done: dict, args, baseline: str) -> dict:
+    def errors_of(label):
+        table = {}
+        for c in args.corruptions:
+            table[c] = {s: 1 - done[(label, c, s)]["correct"] / done[(label, c, s)]["total"] for s in args.severities}
+        clean = done[(label, "clean", 0)]
+        return 1 - clean["correct"] / clean["total"], table
+
+    if baseline == "alexnet":
+        base_clean, base_errors = ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS
+    else:
+        base_clean, base_errors = errors_of(baseline)
+    results = {"data": args.data, "split": args.split, "backend": args.backend, "baseline": baseline,
+               "corruptions": args.corruptions, "severities": args.severities, "models": {}}
+    for m in models:
+        clean, errors = errors_of(m.label)
+        scores = summarize(clean, errors, base_errors, base_clean)
+        results["models"][m.label] = {"checkpoint": str(m.path), "n": done[(m.label, "clean", 0)]["total"],
+                                      "errors": {c: {str(s): e for s, e in v.items()} for c, v in errors.items()},
+                                      **scores}
+    return results
+
+
+def write_csv(results: dict, path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["model", "corruption", "severity", "error", "ce"])
+        for label, model in results["models"].items():
+            writer.writerow([label, "clean", 0, model["clean_error"], ""])
+            for c, by_severity in model["errors"].items():
+                for s, e in by_severity.items():
+                    writer.writerow([label, c, s, e, model["ce"].get(c, "")])
+
+
+def markdown_table(results: dict) -> str:
+    corruptions = results["corruptions"]
+    short = [c.replace("_noise", "").replace("_blur", "").replace("_transform", "").replace("_compression", "")
+             for c in corruptions]
+    lines = [f"CE and mCE in % of {results['baseline']}'s errors; {results['data']} {results['split']}, "
+             f"{results['backend']} backend",
+             "| model | clean err | mCE | rel. mCE | mCA | " + " | ".join(short) + " |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(corruptions)]
+    for label, m in results["models"].items():
+        ce = [f"{100 * m['ce'][c]:.1f}" if c in m["ce"] else "-" for c in corruptions]
+        lines.append(f"| {label} | {100 * m['clean_error']:.1f} | {_pct(m['mce'])} | {_pct(m['relative_mce'])} | "
+                     f"{_pct(m['mean_corruption_accuracy'])} | " + " | ".join(ce) + " |")
+    return "\n".join(lines)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
