@@ -166,30 +166,20 @@ def motion_blur(images: torch.Tensor, severity: int, generator: torch.Generator 
 
 
 def zoom_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Average of the image and its centre zooms (``clipped_zoom``: scipy zoom, order 1)."""
+    """Average of the image and its centre zooms, as the reference's ``clipped_zoom``: crop the
+    ``ceil(size / z)`` central pixels (top at ``(size - crop) // 2``), zoom them to
+    ``round(crop * z)`` pixels (scipy order 1: output ``o`` samples ``o * (crop - 1) / (out - 1)``,
+    which is bilinear with ``align_corners=True``) and keep the first ``size`` outputs."""
     factors = ZOOM[_check(severity) - 1]
-    n, c, h, w = images.shape
-    flat = images.reshape(1, n * c, h, w)
-    out = torch.zeros_like(flat)
+    h, w = images.shape[-2:]
+    out = images.clone()
     for z in factors:
-        ys, xs = _zoom_coords(h, z), _zoom_coords(w, z)
-        # bilinear sampling at pixel coordinates; align_corners: -1 and 1 are the first and last pixels
-        grid = torch.stack(torch.meshgrid(xs / (w - 1), ys / (h - 1), indexing="xy"), -1) * 2 - 1
-        out += F.grid_sample(flat, grid[None].to(images), mode="bilinear", align_corners=True)
-    return ((flat + out) / (len(factors) + 1)).clamp(0, 1).view(n, c, h, w)
-
-
-def _zoom_coords(size: int, z: float) -> torch.Tensor:
-    """Where the first ``size`` outputs of the reference's ``clipped_zoom`` sample, along one axis.
-
-    It crops the ``ceil(size / z)`` central pixels (top at ``(size - crop) // 2``), zooms them
-    to ``round(crop * z)`` pixels with scipy (output ``o`` samples ``o * (crop - 1) / (out - 1)``)
-    and keeps the first ``size`` outputs.
-    """
-    crop = int(np.ceil(size / float(z)))
-    top = (size - crop) // 2
-    zoomed = int(round(crop * z))
-    return top + torch.arange(size, dtype=torch.float64) * ((crop - 1) / (zoomed - 1))
+        ch, cw = int(np.ceil(h / float(z))), int(np.ceil(w / float(z)))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        size = (int(round(ch * z)), int(round(cw * z)))
+        crop = images[:, :, top:top + ch, left:left + cw]
+        out += F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[:, :, :h, :w]
+    return (out / (len(factors) + 1)).clamp(0, 1)
 
 
 def _glass_shuffle(x: torch.Tensor, moves: torch.Tensor, delta: int) -> torch.Tensor:

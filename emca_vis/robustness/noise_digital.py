@@ -85,12 +85,12 @@ def shot_noise(images: torch.Tensor, severity: int, generator: torch.Generator |
 
 def impulse_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Salt and pepper (skimage ``random_noise(mode='s&p')``): each value, channels separately, is
-    hit with probability ``IMPULSE_NOISE``, then set to 1 or 0 with equal chance."""
+    hit with probability ``IMPULSE_NOISE``, then set to 1 or 0 with equal chance (one uniform
+    decides both: below ``c / 2`` salt, below ``c`` pepper)."""
     _check(images, severity)
     c = IMPULSE_NOISE[severity - 1]
-    draws = _rand(images, generator, (2, *images.shape))
-    hit, salt = draws[0] < c, draws[1] < 0.5
-    return torch.where(hit, salt.to(images.dtype), images).clamp(0, 1)
+    u = _rand(images, generator)
+    return torch.where(u < c, (u < c / 2).to(images.dtype), images).clamp(0, 1)
 
 
 def speckle_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
