@@ -9,7 +9,7 @@ from imagecorruptions import corrupt
 from imagecorruptions.corruptions import disk
 from numba import njit
 
-from emca_vis.robustness import blur
+from emca_vis.robustness import blur, sampling
 
 NAMES = list(blur.CORRUPTIONS)
 RANDOM = ("glass_blur", "motion_blur")
@@ -131,7 +131,7 @@ def test_motion_blur_exact_at_the_reference_angle(size):
 
 
 def test_motion_blur_draws_uniform_angles():
-    angles = torch.rand(3, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 90 - 45
+    angles = sampling.uniform((3,), torch.Generator().manual_seed(5), "cpu", torch.float64) * 90 - 45
     assert float(angles.abs().max()) <= 45
     expected = blur._motion_blur(IMAGES, *blur.MOTION[1], angles)
     assert torch.equal(blur.motion_blur(IMAGES, 2, torch.Generator().manual_seed(5)), expected)

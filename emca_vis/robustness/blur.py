@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import sampling
+
 # Per-severity parameters, copied from imagecorruptions/corruptions.py (imagecorruptions-imaug 1.1.5).
 GAUSSIAN_SIGMA = (1, 2, 3, 4, 6)
 DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))  # (disk radius, alias blur)
@@ -40,10 +42,6 @@ def _check(severity: int) -> int:
     if isinstance(severity, bool) or not isinstance(severity, Integral) or not 1 <= severity <= 5:
         raise ValueError(f"severity must be 1-5, got {severity}")
     return int(severity)
-
-
-def _generator_device(generator: torch.Generator | None) -> torch.device:
-    return generator.device if generator is not None else torch.device("cpu")
 
 
 def _filter_matrix(size: int, kernel: torch.Tensor, mode: str) -> torch.Tensor:
@@ -160,8 +158,7 @@ def _motion_blur(images: torch.Tensor, radius: int, sigma: float, angles: torch.
 def motion_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Motion blur along a random direction per image, uniform in [-45, 45) degrees."""
     radius, sigma = MOTION[_check(severity) - 1]
-    angles = torch.rand(images.shape[0], generator=generator, device=_generator_device(generator),
-                        dtype=torch.float64) * 90 - 45
+    angles = sampling.uniform((images.shape[0],), generator, "cpu", torch.float64) * 90 - 45
     return _motion_blur(images, radius, sigma, angles)
 
 
@@ -235,9 +232,11 @@ def glass_blur(images: torch.Tensor, severity: int, generator: torch.Generator |
     """
     sigma, delta, iterations = GLASS[_check(severity) - 1]
     n, _, h, w = images.shape
-    shape = (n, 2, h - 2 * delta, w - 2 * delta)
-    moves = [torch.randint(-delta, delta, shape, generator=generator, device=_generator_device(generator))
-             for _ in range(iterations)]
+    # one integer per pixel and pass codes both moves: dy, dx = divmod(r, 2 delta) - delta
+    codes = sampling.integers(0, (2 * delta) ** 2, (n, iterations, h - 2 * delta, w - 2 * delta), generator,
+                              images.device)
+    moves = [torch.stack((codes[:, i] // (2 * delta), codes[:, i] % (2 * delta)), 1) - delta
+             for i in range(iterations)]
     return _glass_blur(images, sigma, delta, moves)
 
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
+from . import sampling
+
 # Per-severity parameters, copied from imagecorruptions-imaug 1.1.5 (imagecorruptions/corruptions.py).
 GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # noise std
 SHOT_NOISE = (60, 25, 12, 5, 3)  # photons per unit intensity
@@ -47,21 +49,12 @@ def _check(images: torch.Tensor, severity: int) -> None:
         raise ValueError(f"images must be [N, 3, H, W], got {tuple(images.shape)}")
 
 
-def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
-    """Where to draw: on the generator's device (then move), else on the images' device."""
-    return generator.device if generator is not None else device
-
-
 def _randn(images: torch.Tensor, generator: torch.Generator | None, shape=None) -> torch.Tensor:
-    shape = images.shape if shape is None else shape
-    dev = _gen_device(generator, images.device)
-    return torch.randn(shape, generator=generator, device=dev).to(images.device)
+    return sampling.normal(images.shape if shape is None else shape, generator, images.device)
 
 
 def _rand(images: torch.Tensor, generator: torch.Generator | None, shape=None) -> torch.Tensor:
-    shape = images.shape if shape is None else shape
-    dev = _gen_device(generator, images.device)
-    return torch.rand(shape, generator=generator, device=dev).to(images.device)
+    return sampling.uniform(images.shape if shape is None else shape, generator, images.device)
 
 
 # ----------------------------------------------------------------------------- noise
@@ -78,9 +71,7 @@ def shot_noise(images: torch.Tensor, severity: int, generator: torch.Generator |
     """Poisson noise: ``Poisson(x * c) / c``."""
     _check(images, severity)
     c = SHOT_NOISE[severity - 1]
-    rates = (images * c).to(_gen_device(generator, images.device))
-    counts = torch.poisson(rates, generator=generator).to(images.device)
-    return (counts / c).clamp(0, 1)
+    return (sampling.poisson(images * c, generator) / c).clamp(0, 1)
 
 
 def impulse_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:

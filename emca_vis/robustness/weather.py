@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from . import sampling
+
 # Constant tables copied from imagecorruptions-imaug 1.1.5, imagecorruptions/corruptions.py.
 SNOW = [(0.1, 0.3, 3, 0.5, 10, 4, 0.8),
         (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
@@ -59,9 +61,7 @@ def _check(images: torch.Tensor, severity: int) -> None:
 
 def _rand(shape, generator, device, dtype=torch.float32, normal=False) -> torch.Tensor:
     """Uniform [0, 1) (or standard normal) numbers from ``generator``, moved to ``device``."""
-    where = generator.device if generator is not None else device
-    draw = torch.randn if normal else torch.rand
-    return draw(shape, generator=generator, device=where, dtype=dtype).to(device)
+    return (sampling.normal if normal else sampling.uniform)(shape, generator, device, dtype)
 
 
 def _conv_sep(x: torch.Tensor, kernel: torch.Tensor, pad_mode: str) -> torch.Tensor:
@@ -228,8 +228,16 @@ def fog(images: torch.Tensor, severity: int, generator: torch.Generator | None =
     c = FOG[severity - 1]
     n, _, h, w = images.shape
     mapsize = 1 << (max(h, w) - 1).bit_length()  # next power of 2
-    plasma = _plasma_fractal(n, mapsize, c[1], lambda shape: _rand((n, *shape), generator, images.device),
-                             images.device)
+    draws = _rand((n, mapsize**2 - 1), generator, images.device)  # what all the levels use, drawn at once
+    used = 0
+
+    def uniform(shape: tuple[int, ...]) -> torch.Tensor:
+        nonlocal used
+        size = math.prod(shape)
+        used += size
+        return draws[:, used - size:used].reshape(n, *shape)
+
+    plasma = _plasma_fractal(n, mapsize, c[1], uniform, images.device)
     return _fog(images, severity, plasma)
 
 
