@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+APP_PORT ?= 8501
 
 .PHONY: install demo test bench clean
 
@@ -17,7 +18,8 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m emca_vis.demo --train --sample runs/demo/sample.png
 	$(PY) -m emca_vis.gradcam --image runs/demo/sample.png --out runs/demo/gradcam.png
-	$(PY) -m emca_vis.profile --models resnet18 resnet18_eca resnet18_emca_eca resnet50 resnet50_eca resnet50_emca_eca --batch-sizes 1 8 --repeats 3
+	@echo "Serving the app at http://localhost:$(APP_PORT) (Ctrl-C stops it)"
+	$(PY) -m streamlit run app/main.py --server.headless true --server.port $(APP_PORT)
 
 test: install
 	$(PY) -m pytest -q

@@ -19,6 +19,7 @@ def test_ce_and_relative_ce_by_hand():
     errors = [0.2, 0.3, 0.4, 0.5, 0.6]
     base = [0.4, 0.5, 0.6, 0.7, 0.8]
     assert corruption_error(errors, base) == pytest.approx(2.0 / 3.0)
+    assert corruption_error(errors, [0.0] * 5) is None  # a baseline without errors leaves CE undefined
     # (sum(errors) - 5 * 0.1) / (sum(base) - 5 * 0.3) = 1.5 / 1.5
     assert relative_corruption_error(errors, 0.1, base, 0.3) == pytest.approx(1.0)
     assert relative_corruption_error(errors, 0.1, [0.3] * 5, 0.3) is None

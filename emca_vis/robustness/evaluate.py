@@ -246,7 +246,7 @@ def markdown_table(results: dict) -> str:
              "| model | clean err | mCE | rel. mCE | mCA | " + " | ".join(short) + " |",
              "|---|---:|---:|---:|---:|" + "---:|" * len(corruptions)]
     for label, m in results["models"].items():
-        ce = [f"{100 * m['ce'][c]:.1f}" if c in m["ce"] else "-" for c in corruptions]
+        ce = [_pct(m["ce"].get(c)) for c in corruptions]
         lines.append(f"| {label} | {100 * m['clean_error']:.1f} | {_pct(m['mce'])} | {_pct(m['relative_mce'])} | "
                      f"{_pct(m['mean_corruption_accuracy'])} | " + " | ".join(ce) + " |")
     return "\n".join(lines)

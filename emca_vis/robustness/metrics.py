@@ -43,8 +43,10 @@ ALEXNET_ERRORS = {
 ALEXNET_CLEAN_ERROR = 0.4348  # AlexNet's clean top-1 error (torchvision's AlexNet; 43.5% in the paper)
 
 
-def corruption_error(errors, base_errors) -> float:
-    return float(np.sum(errors) / np.sum(base_errors))
+def corruption_error(errors, base_errors) -> float | None:
+    """None when the baseline makes no error at all (the ratio is undefined)."""
+    base = float(np.sum(base_errors))
+    return float(np.sum(errors)) / base if base else None
 
 
 def relative_corruption_error(errors, clean_error: float, base_errors, base_clean_error: float) -> float | None:

@@ -1,0 +1,131 @@
+"""emca-vis: compare how EMCA and its baselines see an image, clean and corrupted.
+
+    streamlit run app/main.py          # or `make demo`
+
+The sidebar picks checkpoints, an image, the explanation and a corruption; four panels show
+the result (Compare, Attention, Robustness, Models). Everything shown is computed by
+:mod:`emca_vis.interactive`; this file and :mod:`panels` only lay it out and cache it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # the panels module beside this script
+    sys.path.insert(0, _HERE)
+
+import panels  # noqa: E402
+from emca_vis import interactive as iv  # noqa: E402
+from emca_vis.explain import METHODS  # noqa: E402
+
+# The demo models are tiny: one thread per computation is as fast as two, and far faster when
+# other work (or another browser session) shares the cores, where OpenMP threads spin-wait.
+THREADS = int(os.environ.get("EMCA_VIS_APP_THREADS", "1"))
+SOURCES = ("Shapes sample", "Upload", "Image folder")
+SLOW_METHODS = ("scorecam", "ablationcam", "integrated_gradients", "occlusion")
+DEFAULT_CORRUPTION = "gaussian_noise"
+NO_CORRUPTION = "none"
+PANELS = ("Compare", "Attention", "Robustness", "Models")
+
+
+def sidebar() -> tuple[dict, dict]:
+    """Every control of the sidebar; returns the settings and the chosen checkpoints."""
+    bar = st.sidebar
+    bar.title("emca-vis")
+    root = iv.checkpoint_root()
+    folders = panels.checkpoint_folders(str(root))
+    folder = bar.selectbox("Checkpoint folder", list(folders), key="folder",
+                           help=f"The demo checkpoints and every folder with *.safetensors files under {root} "
+                                "(set EMCA_VIS_CHECKPOINT_ROOT to list another root).")
+    options = panels.checkpoint_options(str(folders[folder]))
+    if not options:
+        bar.warning(f"{folder}: no checkpoints")
+    chosen = bar.multiselect("Models to compare", list(options), default=iv.default_models(list(options)),
+                             key=f"models:{folder}", help="EMCA models and their baselines; the order is kept.")
+
+    bar.subheader("Image")
+    source = bar.radio("Image source", SOURCES, key="source", horizontal=True, label_visibility="collapsed")
+    settings = {"source": source, "folder": folder, "models": {label: options[label] for label in chosen}}
+    if source == "Shapes sample":
+        names = panels.sample_names()
+        settings["sample"] = bar.selectbox("Sample (shapes test split)", range(len(names)), index=iv.DEFAULT_SAMPLE,
+                                           format_func=names.__getitem__, key="sample",
+                                           help="Synthetic images with a known object box.")
+    elif source == "Upload":
+        limit = st.get_option("server.maxUploadSize")
+        settings["upload"] = bar.file_uploader(
+            "Image file", type=[s.lstrip(".") for s in iv.IMAGE_SUFFIXES], key="upload",
+            help=f"JPEG, PNG, WebP, BMP or TIFF; up to {limit} MB and {iv.MAX_PIXELS // 1_000_000} megapixels.")
+    else:
+        folder_path = iv.image_dir()
+        files = iv.folder_images(folder_path)
+        if files:
+            settings["file"] = bar.selectbox(f"Image in {folder_path}", files, format_func=lambda p: p.name,
+                                             key="folder_image")
+        else:
+            bar.info(f"Drop images into {folder_path} (EMCA_VIS_IMAGE_DIR) to pick them here; a "
+                     "Pascal VOC <name>.xml beside an image gives its ground-truth box.")
+
+    bar.subheader("Explanation")
+    settings["method"] = bar.selectbox(
+        "Method", METHODS, index=METHODS.index("gradcam"), key="method",
+        help=f"CAMs from pytorch-grad-cam, attributions from Captum. {', '.join(SLOW_METHODS)} take "
+             "seconds per model on a CPU.")
+    models = panels.load_selected(settings["models"])
+    classes = iv.class_choices([m for m in models.values() if m is not None]) if models else []
+    settings["target"] = bar.selectbox("Target class", ["predicted class", *classes], key="target",
+                                       help="Explain each view's predicted class, or one class by name.")
+    layers = panels.layers([m for m in models.values() if m is not None])
+    settings["layer"] = bar.selectbox("Layer", layers or ["layer4"], key="layer",
+                                      help="CAM target layer: a stage's output or one block.")
+
+    bar.subheader("Corruption")
+    corruptions = [NO_CORRUPTION, *iv.CORRUPTIONS]
+    corruption = bar.selectbox("Corruption", corruptions, index=corruptions.index(DEFAULT_CORRUPTION),
+                               key="corruption", format_func=lambda c: c.replace("_", " "),
+                               help="ImageNet-C corruptions (torch backend, seeded), applied after the "
+                                    "model's resize and crop as in the robustness evaluation.")
+    settings["corruption"] = None if corruption == NO_CORRUPTION else corruption
+    settings["severity"] = bar.slider("Severity", min_value=1, max_value=5, value=3, key="severity",
+                                      disabled=settings["corruption"] is None)
+    return settings, models
+
+
+def main() -> None:
+    st.set_page_config(page_title="emca-vis: compare models", page_icon=":material/visibility:", layout="wide")
+    started = time.perf_counter()
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
+    settings, models = sidebar()
+    st.title("How EMCA and its baselines see an image")
+    for label, loaded in list(models.items()):
+        if loaded is None:  # panels.load_selected showed the error
+            del models[label]
+    source = panels.current_image(settings, max([m.input_size for m in models.values()] or [64]))
+    if not models:
+        st.info("Choose at least one model in the sidebar.")
+        return
+    compare, attention, robustness, about = st.tabs(PANELS, key="panel", on_change="rerun")
+    if compare.open:
+        with compare:
+            panels.compare_panel(list(models.values()), source, settings)
+    if attention.open:
+        with attention:
+            panels.attention_panel(list(models.values()), source, settings)
+    if robustness.open:
+        with robustness:
+            panels.robustness_panel(settings)
+    if about.open:
+        with about:
+            panels.models_panel(list(models.values()))
+    st.caption(f"Computed in {time.perf_counter() - started:.2f} s on the server.")
+
+
+main()

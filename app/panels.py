@@ -1,0 +1,336 @@
+"""The app's panels and caches: layout of what :mod:`emca_vis.interactive` computes.
+
+Models load once per process (``st.cache_resource``); explanations, attention statistics and
+model facts are cached per (checkpoint, image, settings) with ``st.cache_data``, so going back
+to a setting seen before costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from emca_vis import interactive as iv
+from emca_vis.errors import UserError
+from emca_vis.inputs import LoadedModel
+from emca_vis.robustness import CORRUPTIONS, SEVERITIES, markdown_table
+
+ROBUSTNESS_DEFAULTS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
+GRID_COLUMNS = 4  # models per row in the Compare panel
+
+
+# ----------------------------------------------------------------------------------------------
+# caches
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def checkpoint_folders(root: str) -> dict[str, Path]:
+    """Re-listed every 10 s, so new runs appear without a restart."""
+    return iv.checkpoint_folders(root)
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def checkpoint_options(folder: str) -> dict[str, str]:
+    return {label: str(path) for label, path in iv.checkpoint_options(folder).items()}
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def find_results(root: str) -> list[Path]:
+    return iv.find_results(root)
+
+
+@st.cache_data(show_spinner=False)
+def sample_names() -> list[str]:
+    return iv.sample_names()
+
+
+@st.cache_resource(show_spinner="Loading {}...", max_entries=64)
+def _model(path: str, mtime: float, label: str) -> LoadedModel:
+    return iv.load_model(path, label)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def load_selected(chosen: dict[str, str]) -> dict[str, LoadedModel | None]:
+    """The chosen checkpoints, loaded once per process; a failure is shown and gives None."""
+    models = {}
+    for label, path in chosen.items():
+        try:
+            models[label] = _model(path, _mtime(path), label)
+        except UserError as error:
+            st.error(f"Cannot load {label}: {error}")
+            models[label] = None
+    return models
+
+
+def layers(models: list[LoadedModel]) -> list[str]:
+    names: list[str] = []
+    for loaded in models:
+        names += [name for name in iv.layer_choices(loaded.model) if name not in names]
+    return names
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _sample(index: int, size: int) -> iv.InputImage:
+    return iv.sample_image(index, size)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _upload(name: str, data: bytes) -> iv.InputImage:
+    return iv.upload_image(name, data)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _folder_image(path: str, mtime: float) -> iv.InputImage:
+    return iv.folder_image(path)
+
+
+def read_upload(name: str, data: bytes) -> tuple[iv.InputImage | None, str | None]:
+    """``(image, None)`` for a readable upload, ``(None, one-line message)`` for a bad one."""
+    try:
+        return _upload(name, data), None
+    except UserError as error:
+        return None, str(error).rstrip(".")
+
+
+def current_image(settings: dict, size: int = 64) -> iv.InputImage:
+    """The image of the chosen source; a bad upload is reported and the previous image kept.
+
+    Shapes samples are rendered at ``size`` (the largest input size of the chosen models)."""
+    fallback = _sample(iv.DEFAULT_SAMPLE, size)
+    if settings["source"] == "Shapes sample":
+        return _sample(settings["sample"], size)
+    if settings["source"] == "Upload":
+        uploaded = settings.get("upload")
+        if uploaded is None:
+            st.info("Upload an image in the sidebar; meanwhile the default sample is shown.")
+            return st.session_state.get("last_upload", fallback)
+        image, error = read_upload(uploaded.name, uploaded.getvalue())
+        if error:
+            previous = st.session_state.get("last_upload", fallback)
+            st.error(f"Upload refused: {error}. Showing {previous.name} instead.")
+            return previous
+        st.session_state["last_upload"] = image
+        return image
+    path = settings.get("file")
+    if path is None:
+        return fallback
+    try:
+        return _folder_image(str(path), _mtime(str(path)))
+    except UserError as error:
+        st.error(f"Image refused: {str(error).rstrip('.')}. Showing {fallback.name} instead.")
+        return fallback
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _explain(path: str, label: str, image_key: str, method: str, target: str | None, layer: str,
+             corruption: str | None, severity: int, _loaded: LoadedModel, _source: iv.InputImage) -> dict:
+    return iv.explain(_loaded, _source, method, target, layer, corruption, severity)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _inputs(path: str, label: str, image_key: str, corruption: str | None, severity: int, _loaded: LoadedModel,
+            _source: iv.InputImage) -> dict:
+    return iv.input_views(_loaded, _source, corruption, severity)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _attention(paths: tuple[str, ...], image_key: str, corruption: str | None, severity: int,
+               _models: list[LoadedModel], _source: iv.InputImage) -> tuple[list[dict], dict[str, bytes]]:
+    results = iv.attention_results(_models, _source, corruption, severity)
+    return iv.attention_rows(results), iv.attention_figures(results)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _facts(path: str, label: str, _loaded: LoadedModel) -> dict:
+    return iv.model_facts(_loaded)
+
+
+# ----------------------------------------------------------------------------------------------
+# panels
+
+
+def _percent(p: float) -> str:
+    return f"{100 * p:.1f}%"
+
+
+def compare_panel(models: list[LoadedModel], source: iv.InputImage, settings: dict) -> None:
+    """Per model: heatmap overlays and top-5, clean next to corrupted, with localisation scores."""
+    method, layer = settings["method"], settings["layer"]
+    corruption, severity = settings["corruption"], settings["severity"]
+    target = None if settings["target"] == "predicted class" else settings["target"]
+    view_names = {"clean": "clean", "corrupted": f"{(corruption or '').replace('_', ' ')}, severity {severity}"}
+    truth = f" · ground truth: **{source.label}**" if source.label else ""
+    box = " (green box)" if source.mask is not None else " · no ground-truth box for this image"
+    st.markdown(f"**{source.name}**{truth}{box} · {method} on `{layer}` · "
+                f"target: {settings['target']}")
+    results = {}
+    for loaded in models:
+        key = (str(loaded.path), loaded.label, source.key, method, target, layer, corruption, severity)
+        try:
+            with st.spinner(f"{method} for {loaded.label}..."):
+                results[loaded.label] = _explain(*key, _loaded=loaded, _source=source)
+        except UserError as error:
+            results[loaded.label] = str(error)
+    first = models[0]
+    inputs = _inputs(str(first.path), first.label, source.key, corruption, severity, _loaded=first, _source=source)
+    for column, (view, pixels) in zip(st.columns(6), inputs.items()):
+        column.image(pixels, caption=f"input: {view_names[view]}", width="stretch", alt=f"input {view}")
+    for start in range(0, len(models), GRID_COLUMNS):
+        row = models[start:start + GRID_COLUMNS]
+        for column, loaded in zip(st.columns(min(GRID_COLUMNS, len(models))), row):
+            with column.container(border=True):
+                _model_cell(loaded, results[loaded.label], view_names)
+
+
+def _model_cell(loaded: LoadedModel, result: dict | str, view_names: dict) -> None:
+    st.markdown(f"#### {loaded.label}")
+    if isinstance(result, str):
+        st.warning(result)
+        return
+    columns = st.columns(len(result["views"]))
+    for column, view in zip(columns, result["views"]):
+        with column:
+            st.image(view["overlay"], width="stretch", alt=f"heatmap {loaded.label} {view['view']}",
+                     caption=view_names[view["view"]])
+            lines = [f"explains **{view['target']}** ({_percent(view['target_probability'])})"]
+            if view["pointing"] is not None:
+                lines.append(f"pointing game: {'hit' if view['pointing'] else 'miss'} · energy {view['energy']:.2f}")
+            st.caption("  \n".join(lines))
+            st.caption(top5_text(view["top5"]))
+
+
+def top5_text(top5: list[tuple[str, float]]) -> str:
+    """Markdown lines ``top-5:``, then ``class probability``, the first in bold."""
+    rows = [f"{'**' if i == 0 else ''}{name} {_percent(p)}{'**' if i == 0 else ''}" for i, (name, p) in enumerate(top5)]
+    return "  \n".join(["top-5:", *rows])
+
+
+def attention_panel(models: list[LoadedModel], source: iv.InputImage, settings: dict) -> None:
+    """Channel scales and EMCA's per-scale weights of the chosen models for this image."""
+    corruption = settings["corruption"]
+    options = ["clean"] + ([f"corrupted ({corruption.replace('_', ' ')}, severity {settings['severity']})"]
+                           if corruption else [])
+    view = st.radio("Image", options, horizontal=True, key="attention_view")
+    use = corruption if view != "clean" else None
+    paths = tuple(str(m.path) + "|" + m.label for m in models)
+    with st.spinner("Recording attention..."):
+        rows, figures = _attention(paths, source.key, use, settings["severity"], _models=models, _source=source)
+    plain = [m.label for m in models if not any(r["model"] == m.label for r in rows)]
+    if plain:
+        st.caption(f"No attention modules in {', '.join(plain)} (plain ResNet).")
+    if not figures:
+        st.info("None of the chosen models has attention modules.")
+        return
+    st.markdown("**Channel scales z** of the first attention module of each stage, for this image "
+                "(one line per model)")
+    st.image(figures["scaling"], width="stretch", alt="attention scaling figure")
+    if "scale_weights" in figures:
+        left, right = st.columns(2)
+        left.markdown("**EMCA per-scale weights w_r** (r = 0: the current map)")
+        left.image(figures["scale_weights"], width="stretch", alt="attention scale weights figure")
+        right.markdown("**Each source's share** of EMCA's aggregated descriptor, this image")
+        right.image(figures["source_share"], width="stretch", alt="attention source share figure")
+    else:
+        st.caption("No EMCA model chosen: no per-scale weights to show.")
+    with st.expander("Every attention module", expanded=False):
+        st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def robustness_panel(settings: dict) -> None:
+    """Corruption robustness: a saved results JSON, or a small evaluation run here."""
+    mode = st.radio("Results", ["Load a results JSON", "Run a small evaluation"], horizontal=True,
+                    key="robustness_mode")
+    results, name = None, None
+    if mode == "Load a results JSON":
+        found = find_results(str(iv.checkpoint_root()))
+        left, right = st.columns(2)
+        pick = left.selectbox(f"Results under {iv.checkpoint_root()}", [*found, "(none)"], key="robustness_file",
+                              format_func=str, help="Results JSONs of python -m emca_vis.robustness under the "
+                                                    "checkpoint root (EMCA_VIS_CHECKPOINT_ROOT).")
+        upload = right.file_uploader("or upload one (python -m emca_vis.robustness --out ...)", type=["json"],
+                                     key="robustness_upload")
+        try:
+            if upload is not None:
+                name = upload.name
+                results = iv.read_results(upload.getvalue(), name)
+            elif pick != "(none)":
+                name = str(pick)
+                results = iv.read_results(Path(pick).read_bytes(), name)
+        except (UserError, OSError) as error:
+            st.error(f"Results refused: {error}")
+            results = None
+        if results is None and upload is None and pick == "(none)":
+            st.info("Pick or upload a results JSON written by `python -m emca_vis.robustness`, or run a small "
+                    "evaluation.")
+    else:
+        results, name = _run_evaluation(settings)
+    if results is not None:
+        _show_results(results, name)
+
+
+def _run_evaluation(settings: dict) -> tuple[dict | None, str | None]:
+    with st.form("robustness_form"):
+        corruptions = st.multiselect("Corruptions", CORRUPTIONS, default=list(ROBUSTNESS_DEFAULTS),
+                                     key="robustness_corruptions")
+        left, right = st.columns(2)
+        severities = left.multiselect("Severities", SEVERITIES, default=[1, 3, 5], key="robustness_severities")
+        n = right.number_input("Images (shapes test split)", min_value=8, max_value=2000, value=32, step=8,
+                               key="robustness_n")
+        submitted = st.form_submit_button(f"Evaluate {len(settings['models'])} model(s)", type="primary")
+    if submitted:
+        bar = st.progress(0.0, text="starting...")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(min(done / max(total, 1), 1.0), text=f"{done} of {total} cells")
+
+        try:
+            results = iv.run_robustness(list(settings["models"].values()), corruptions, severities, n,
+                                        progress=progress)
+        except UserError as error:
+            bar.empty()
+            st.error(f"Evaluation failed: {error}")
+            return None, None
+        bar.progress(1.0, text="done")
+        st.session_state["robustness_run"] = (results, f"this session's evaluation ({n} images)")
+    return st.session_state.get("robustness_run", (None, None))
+
+
+def _show_results(results: dict, name: str) -> None:
+    st.markdown(f"**{name}** · {results.get('data', '?')} {results.get('split', '')} · "
+                f"{results.get('backend', '?')} backend · CE relative to **{results.get('baseline', '?')}**")
+    st.dataframe(iv.summary_rows(results), hide_index=True, width="stretch")
+    st.image(iv.robustness_figure(results), width="stretch", alt="robustness figure")
+    st.markdown("**CE per corruption** (% of the baseline's errors)")
+    st.dataframe(iv.ce_rows(results), hide_index=True, width="stretch")
+    with st.expander("Error per corruption and severity (%)"):
+        st.dataframe(iv.error_rows(results), hide_index=True, width="stretch")
+    with st.expander("Markdown table"):
+        st.code(markdown_table(results), language="markdown")
+    st.download_button("Download results JSON", json.dumps(results, indent=1), file_name="results.json",
+                       mime="application/json")
+
+
+def models_panel(models: list[LoadedModel]) -> None:
+    """Architecture, parameters, GFLOPs and training metrics from each checkpoint's metadata."""
+    rows = [_facts(str(m.path), m.label, _loaded=m) for m in models]
+    st.dataframe(rows, hide_index=True, width="stretch",
+                 column_config={"parameters": st.column_config.NumberColumn(format="localized")})
+    st.caption("GFLOPs: multiply-accumulates of one forward pass at the input size, in billions.")
+    for loaded in models:
+        with st.expander(f"{loaded.label}: checkpoint metadata"):
+            meta = loaded.meta
+            st.markdown(f"`{loaded.path}`")
+            left, right = st.columns(2)
+            left.markdown("**Training metrics**")
+            left.json(meta.get("metrics") or {}, expanded=True)
+            right.markdown("**Model and training arguments**")
+            right.json({"model": meta.get("model"), "model_kwargs": meta.get("model_kwargs"),
+                        "train_args": meta.get("train_args")}, expanded=False)

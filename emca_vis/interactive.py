@@ -1,0 +1,541 @@
+"""What the interactive app (``streamlit run app/main.py``) shows, computed without any UI.
+
+The app only lays out what these functions return: checkpoint folders and model choices,
+input images (shapes samples with their ground truth, uploads, a folder of dropped images),
+per-model explanations of a clean and a corrupted view, per-image attention statistics and
+figures, model facts from checkpoint metadata, and robustness tables and plots.
+
+Every function here is plain Python (no Streamlit) and is tested like the rest of the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.transforms import v2 as T  # noqa: E402
+
+from .attention.analysis import AttentionStats  # noqa: E402
+from .attention.plots import OKABE_ITO, STYLE, scale_weights_figure, scaling_figure, source_share_figure  # noqa: E402
+from .checkpoint import read_metadata  # noqa: E402
+from .data.shapes import SHAPE_CLASSES, render_sample  # noqa: E402
+from .demo import demo_dir  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .explain import heatmaps, predict, resolve_target  # noqa: E402
+from .explain.figures import HEATMAP_CMAP, OVERLAY_ALPHA  # noqa: E402
+from .explain.metrics import boxes_to_masks, energy_pointing_game, pointing_game, read_voc_boxes  # noqa: E402
+from .images import IMAGE_SUFFIXES, ImageError, find_images, load_image  # noqa: E402
+from .inputs import LoadedModel, load_models  # noqa: E402
+from .profile import count_gflops, count_parameters  # noqa: E402
+from .robustness import CORRUPTIONS, SEVERITIES, corrupt, evaluate  # noqa: E402
+
+DEMO_FOLDER = "demo checkpoints"
+DEFAULT_MODELS = ("resnet18", "resnet18_eca", "resnet18_emca_eca")
+SAMPLE_SPLIT = "test"
+SAMPLE_COUNT = 24
+DEFAULT_SAMPLE = 7  # the image `make demo` writes to runs/demo/sample.png
+MAX_PIXELS = 40_000_000  # uploads and dropped images above this are refused before decoding
+DISPLAY_SIZE = 224
+BOX_COLOUR = (0, 230, 118)  # green: stands out on the inferno colour map
+POINTING_TOLERANCE_AT_224 = 15  # as in emca_vis.explain.evaluate
+SEARCH_DEPTH = 3  # checkpoint folders are looked for this deep under the root
+
+# The models are shared by every browser session; hooks (CAMs, attention recording) are not
+# thread-safe, so one model computation runs at a time (two CPU cores gain nothing from more).
+_MODEL_LOCK = threading.RLock()
+
+
+# ----------------------------------------------------------------------------------------------
+# where checkpoints and images come from
+
+
+def checkpoint_root() -> Path:
+    """The only place the app lists checkpoint folders from: ``$EMCA_VIS_CHECKPOINT_ROOT`` or ``runs/``."""
+    return Path(os.environ.get("EMCA_VIS_CHECKPOINT_ROOT", "runs")).expanduser()
+
+
+def image_dir() -> Path:
+    """The folder whose images the app offers: ``$EMCA_VIS_IMAGE_DIR`` or ``runs/images``."""
+    return Path(os.environ.get("EMCA_VIS_IMAGE_DIR", "runs/images")).expanduser()
+
+
+def checkpoint_folders(root: str | Path | None = None) -> dict[str, Path]:
+    """``{name: folder}``: the demo checkpoints, then every folder under ``root`` (up to
+    :data:`SEARCH_DEPTH` levels) that holds ``*.safetensors`` files. Names are paths relative to
+    the root; folders reached through links that leave the root are not listed."""
+    folders = {DEMO_FOLDER: demo_dir()}
+    root = Path(root) if root is not None else checkpoint_root()
+    if not root.is_dir():
+        return folders
+    resolved_root = root.resolve()
+    found = []
+    for current, dirs, files in os.walk(root, followlinks=False):
+        depth = len(Path(current).relative_to(root).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < SEARCH_DEPTH else []
+        if any(f.endswith(".safetensors") for f in files):
+            path = Path(current)
+            if path.resolve().is_relative_to(resolved_root):
+                found.append(path)
+    for path in sorted(found):
+        relative = path.relative_to(root).as_posix()
+        folders[f"{root.name}/{relative}" if relative != "." else root.name] = path
+    return folders
+
+
+def checkpoint_options(folder: str | Path) -> dict[str, Path]:
+    """``{label: checkpoint}`` of a folder's ``*.safetensors`` files, demo models in their usual
+    order. The label is the model name from the metadata, or the file name where that is not
+    unique or not readable."""
+    folder = Path(folder)
+    paths = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    names = {}
+    for path in paths:
+        try:
+            names[path] = str(read_metadata(path)["model"])
+        except (UserError, KeyError, TypeError):
+            names[path] = path.stem
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    options = {(name if counts[name] == 1 else path.stem): path for path, name in names.items()}
+    from .demo import DEMO_MODELS
+
+    order = {name: i for i, name in enumerate(DEMO_MODELS)}
+    return dict(sorted(options.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+
+
+def default_models(labels: Sequence[str]) -> list[str]:
+    """Plain, ECA and EMCA-ECA when offered, otherwise the first three."""
+    chosen = [label for label in DEFAULT_MODELS if label in labels]
+    return chosen if len(chosen) == len(DEFAULT_MODELS) else list(labels[:3])
+
+
+def load_model(path: str | Path, label: str | None = None) -> LoadedModel:
+    """One checkpoint, labelled ``label`` (default: its model name); an error names the file."""
+    errors: list[str] = []
+    try:
+        loaded = load_models([path], errors)[0]
+    except UserError:
+        raise UserError(errors[0] if errors else f"{path}: cannot be loaded") from None
+    if label:
+        loaded.label = label
+    return loaded
+
+
+# ----------------------------------------------------------------------------------------------
+# input images
+
+
+@dataclass
+class InputImage:
+    """The image every panel looks at, with its object mask (pixels of ``image``) when known."""
+
+    name: str
+    image: Image.Image
+    mask: np.ndarray | None = None
+    label: str | None = None  # ground-truth class name, when known
+
+    @cached_property
+    def key(self) -> str:
+        """A content hash: the cache key of everything computed from this image (hashed once)."""
+        digest = hashlib.sha1(f"{self.image.size}{self.image.mode}".encode())
+        digest.update(self.image.tobytes())
+        if self.mask is not None:
+            digest.update(np.packbits(self.mask).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def sample_names(count: int = SAMPLE_COUNT) -> list[str]:
+    """Display names of the shapes samples offered, ``"#7 star"``."""
+    return [f"#{i} {SHAPE_CLASSES[render_sample(0, SAMPLE_SPLIT, i, 16).label]}" for i in range(count)]
+
+
+def sample_image(index: int, size: int = 64) -> InputImage:
+    """Sample ``index`` of the shapes test split at ``size`` px, with its mask and class."""
+    sample = render_sample(0, SAMPLE_SPLIT, index, size)
+    label = SHAPE_CLASSES[sample.label]
+    return InputImage(f"shapes {SAMPLE_SPLIT} #{index} ({label})", sample.image, sample.mask, label)
+
+
+def upload_image(name: str, data: bytes, max_pixels: int = MAX_PIXELS) -> InputImage:
+    """An uploaded file as an image; :class:`ImageError` with one line naming ``name`` otherwise.
+
+    The bytes go through :func:`emca_vis.images.load_image` (every format and mode it reads,
+    the same pixel limit checked before decoding)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[:100] or "upload"
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    with tempfile.TemporaryDirectory(prefix="emca-vis-upload-") as folder:
+        path = Path(folder) / safe
+        path.write_bytes(data)
+        try:
+            image = load_image(path, max_pixels=max_pixels)
+        except ImageError as error:
+            raise ImageError(str(error).replace(str(path), name)) from None
+    return InputImage(name, image)
+
+
+def folder_images(folder: str | Path | None = None) -> list[Path]:
+    """Images dropped into :func:`image_dir` (or ``folder``); empty when there are none."""
+    try:
+        return find_images(folder if folder is not None else image_dir())
+    except ImageError:
+        return []
+
+
+def folder_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> InputImage:
+    """A dropped image; a Pascal VOC file beside it (``<stem>.xml``) gives its ground-truth boxes."""
+    path = Path(path)
+    image = load_image(path, max_pixels=max_pixels)
+    xml = path.with_suffix(".xml")
+    mask, label = None, None
+    if xml.exists():
+        try:
+            boxes = read_voc_boxes(xml)
+        except ValueError:
+            boxes = []
+        if boxes:
+            mask = boxes_to_masks([[box for _, box in boxes]], image.height, image.width)[0]
+            label = boxes[0][0]
+    return InputImage(path.name, image, mask, label)
+
+
+# ----------------------------------------------------------------------------------------------
+# explanations: one model, clean and corrupted
+
+
+def layer_choices(model: nn.Module) -> list[str]:
+    """Target layers for CAMs: the stages, deepest first, then their blocks."""
+    stages = [name for name, _ in model.named_children() if name.startswith("layer")][::-1]
+    blocks = [f"{stage}.{i}" for stage in stages for i in range(len(model.get_submodule(stage)))]
+    return stages + blocks
+
+
+def class_choices(models: Sequence[LoadedModel]) -> list[str]:
+    """Class names of the models, in the first model's order."""
+    names: list[str] = []
+    for loaded in models:
+        names += [name for name in loaded.class_names if name not in names]
+    return names
+
+
+def model_inputs(loaded: LoadedModel, image: Image.Image) -> torch.Tensor:
+    """``[1, 3, S, S]`` in [0, 1]: the image after the model's resize and centre crop."""
+    return loaded.unnormalise(loaded.preprocess(image)[None])
+
+
+def normalise(loaded: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(loaded.meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.meta["std"]).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def model_mask(loaded: LoadedModel, mask: np.ndarray | None) -> np.ndarray | None:
+    """An object mask of the original image mapped through the model's resize and centre crop."""
+    if mask is None:
+        return None
+    meta = loaded.meta
+    transform = T.Compose([T.Resize(meta["resize"], interpolation=T.InterpolationMode.NEAREST),
+                           T.CenterCrop(meta["input_size"])])
+    mapped = np.asarray(transform(Image.fromarray(mask.astype(np.uint8) * 255))) >= 128
+    return mapped if mapped.any() else None
+
+
+def views(loaded: LoadedModel, image: Image.Image, corruption: str | None, severity: int,
+          seed: int = 0) -> dict[str, torch.Tensor]:
+    """``{"clean": x}`` and, with a corruption, ``"corrupted"``: ``[1, 3, S, S]`` in [0, 1].
+
+    Corrupted as the robustness evaluation corrupts (after resize and crop, before
+    normalisation), seeded, so a view is the same on every rerun."""
+    x = model_inputs(loaded, image)
+    out = {"clean": x}
+    if corruption:
+        out["corrupted"] = corrupt(x, corruption, severity, seed=seed).clamp(0, 1)
+    return out
+
+
+def explain(loaded: LoadedModel, source: InputImage, method: str = "gradcam", target: str | None = None,
+            layer: str = "layer4", corruption: str | None = None, severity: int = 3,
+            size: int = DISPLAY_SIZE) -> dict:
+    """One model on the clean (and corrupted) image: overlays, top-5 and localisation scores.
+
+    ``target``: a class name or index, or None for each view's predicted class. Returns
+    ``{"label", "views": [{"view", "input", "overlay" (uint8 [size, size, 3]), "heatmap",
+    "top5": [(class, probability)], "target", "target_probability", "predicted", "pointing",
+    "energy"}]}``; ``pointing`` (hit or not) and ``energy`` (share of the heatmap in the object)
+    are None without a ground-truth mask.
+    """
+    names = loaded.class_names
+    fixed = resolve_target(target, names)
+    inputs = views(loaded, source.image, corruption, severity)
+    batch = normalise(loaded, torch.cat(list(inputs.values())))
+    with _MODEL_LOCK:
+        probs = predict(loaded.model, batch)
+        targets = [fixed if fixed is not None else int(p.argmax()) for p in probs]
+        maps = heatmaps(loaded.model, batch, targets, method, layer)
+    mask = model_mask(loaded, source.mask)
+    tolerance = round(POINTING_TOLERANCE_AT_224 * loaded.input_size / 224)
+    out = []
+    for i, (view, x) in enumerate(inputs.items()):
+        image = x[0].permute(1, 2, 0).numpy()
+        top = probs[i].topk(min(5, len(names)))
+        entry = {
+            "view": view,
+            "overlay": overlay(image, maps[i], mask, size),
+            "heatmap": maps[i],
+            "top5": [(names[int(k)], float(p)) for p, k in zip(top.values, top.indices)],
+            "predicted": names[int(probs[i].argmax())],
+            "target": names[targets[i]],
+            "target_probability": float(probs[i][targets[i]]),
+            "pointing": None,
+            "energy": None,
+        }
+        if mask is not None:
+            entry["pointing"] = bool(pointing_game(maps[i][None], mask[None], tolerance)[0])
+            entry["energy"] = float(energy_pointing_game(maps[i][None], mask[None])[0])
+        out.append(entry)
+    return {"label": loaded.label, "method": method, "layer": layer, "views": out}
+
+
+def input_views(loaded: LoadedModel, source: InputImage, corruption: str | None = None, severity: int = 3,
+                size: int = DISPLAY_SIZE) -> dict[str, np.ndarray]:
+    """``{"clean": uint8 [size, size, 3], "corrupted": ...}``: what ``loaded`` sees, with the box."""
+    mask = model_mask(loaded, source.mask)
+    return {view: overlay(x[0].permute(1, 2, 0).numpy(), None, mask, size)
+            for view, x in views(loaded, source.image, corruption, severity).items()}
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray | None = None, mask: np.ndarray | None = None,
+            size: int = DISPLAY_SIZE) -> np.ndarray:
+    """uint8 ``[size, size, 3]``: ``image`` (``[H, W, 3]`` in [0, 1]) with the heatmap blended
+    over it as in the explanation figures, and the bounding box of ``mask`` in green."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    pixels = Image.fromarray(np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)).resize(shape, Image.BILINEAR)
+    out = np.asarray(pixels, dtype=np.float32) / 255
+    if heatmap is not None:
+        smooth = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32), "F").resize(shape, Image.BILINEAR))
+        colour = matplotlib.colormaps[HEATMAP_CMAP](np.clip(smooth, 0, 1))[..., :3]
+        out = (1 - OVERLAY_ALPHA) * out + OVERLAY_ALPHA * colour
+    result = Image.fromarray(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8))
+    if mask is not None and mask.any():
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        box = (cols[0] * scale, rows[0] * scale, (cols[-1] + 1) * scale - 1, (rows[-1] + 1) * scale - 1)
+        ImageDraw.Draw(result).rectangle(box, outline=BOX_COLOUR, width=max(1, size // 112))
+    return np.asarray(result)
+
+
+# ----------------------------------------------------------------------------------------------
+# attention inside each model, for this image
+
+
+def attention_results(models: Sequence[LoadedModel], source: InputImage, corruption: str | None = None,
+                      severity: int = 3) -> dict[str, dict]:
+    """``{label: result}`` as in ``attention.json``: every attention module's channel scales for
+    this one image (clean, or corrupted when ``corruption`` is given), grouped by the predicted class."""
+    results = {}
+    for loaded in models:
+        x = views(loaded, source.image, corruption, severity)["corrupted" if corruption else "clean"]
+        stats = AttentionStats(loaded.model, loaded.class_names)
+        with _MODEL_LOCK, torch.no_grad():
+            predicted = loaded.model(normalise(loaded, x)).argmax(1)
+            stats.update(normalise(loaded, x), predicted)
+        results[loaded.label] = stats.result()
+    return results
+
+
+def attention_figures(results: dict[str, dict]) -> dict[str, bytes]:
+    """PNG bytes of the attention figures (:mod:`emca_vis.attention.plots`) for these results:
+    ``scaling`` always, ``scale_weights`` and ``source_share`` when an EMCA model is among them."""
+    models = {label: result for label, result in results.items() if result["modules"]}
+    if not models:
+        return {}
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="emca-vis-attention-") as folder, plt.rc_context(STYLE):
+        out = Path(folder)
+        for draw in (scaling_figure, scale_weights_figure, source_share_figure):
+            for path in draw(models, out):
+                if path.suffix == ".png":
+                    figures[path.stem] = path.read_bytes()
+    return figures
+
+
+def attention_rows(results: dict[str, dict]) -> list[dict]:
+    """One table row per attention module: scale statistics and EMCA's weights."""
+    rows = []
+    for label, result in results.items():
+        for module in result["modules"]:
+            weights = module.get("scale_weights")
+            rows.append({
+                "model": label, "module": module["name"], "channels": module["channels"],
+                "mean z": round(module["mean"], 3), "std z": round(module["std"], 3),
+                "entropy (bits)": round(module["entropy"], 2),
+                "z < 0.1": round(module["frac_below_0.1"], 3), "z > 0.9": round(module["frac_above_0.9"], 3),
+                "w_r (sources)": "" if weights is None else ", ".join(
+                    f"{w:.2f} ({s})" for w, s in zip(weights, module["sources"])),
+            })
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+
+
+def model_facts(loaded: LoadedModel) -> dict:
+    """Architecture, size, cost and training metrics of a checkpoint, from its metadata."""
+    meta = loaded.meta
+    metrics = meta.get("metrics") or {}
+    train = meta.get("train_args") or {}
+    with _MODEL_LOCK:
+        gflops = count_gflops(loaded.model, loaded.input_size)
+    return {
+        "model": loaded.label,
+        "architecture": meta["model"],
+        "parameters": count_parameters(loaded.model),
+        "GFLOPs": round(gflops, 4),
+        "val top-1 (%)": _maybe_round(metrics.get("val_top1"), 2),
+        "val top-5 (%)": _maybe_round(metrics.get("val_top5"), 2),
+        "best epoch": metrics.get("epoch"),
+        "epochs": train.get("epochs"),
+        "optimizer": train.get("optimizer"),
+        "input px": loaded.input_size,
+        "classes": meta["num_classes"],
+        "dataset": meta.get("dataset"),
+        "options": ", ".join(f"{k}={v}" for k, v in (meta.get("model_kwargs") or {}).items()),
+        "checkpoint": loaded.path.name,
+        "created": meta.get("created"),
+    }
+
+
+def _maybe_round(value, digits: int):
+    return round(value, digits) if isinstance(value, (int, float)) else value
+
+
+# ----------------------------------------------------------------------------------------------
+# robustness
+
+
+def read_results(data: bytes | str, name: str = "results") -> dict:
+    """A results JSON of ``python -m emca_vis.robustness``, checked; one-line :class:`UserError` otherwise."""
+    try:
+        results = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{name}: not a JSON file") from None
+    fields = ("models", "corruptions", "severities")
+    if not isinstance(results, dict) or any(f not in results for f in fields) or not isinstance(
+            results["models"], dict) or not results["models"]:
+        raise UserError(f"{name}: not a results JSON of python -m emca_vis.robustness "
+                        "(needs models, corruptions and severities)")
+    for label, model in results["models"].items():
+        if not isinstance(model, dict) or "clean_error" not in model or "errors" not in model:
+            raise UserError(f"{name}: model {label!r} has no clean_error / errors")
+    return results
+
+
+def find_results(root: str | Path | None = None, limit: int = 50) -> list[Path]:
+    """Robustness results JSONs under the checkpoint root (``*.json`` beside a ``.cells.jsonl``)."""
+    root = Path(root) if root is not None else checkpoint_root()
+    if not root.is_dir():
+        return []
+    found = [p.with_name(p.name.removesuffix(".cells.jsonl") + ".json") for p in sorted(root.rglob("*.cells.jsonl"))]
+    return [p for p in found if p.is_file()][:limit]
+
+
+def run_robustness(paths: Sequence[str | Path], corruptions: Sequence[str], severities: Sequence[int],
+                   n: int = 64, batch_size: int = 64, progress: Callable[[int, int], None] | None = None) -> dict:
+    """A small evaluation (``emca_vis.robustness.evaluate``) of these checkpoints on shapes, in a
+    temporary folder; returns the results dict."""
+    if not paths:
+        raise UserError("choose at least one model")
+    if not corruptions or not severities:
+        raise UserError("choose at least one corruption and one severity")
+    with tempfile.TemporaryDirectory(prefix="emca-vis-robustness-") as folder, _MODEL_LOCK:
+        return evaluate(progress=progress, checkpoint=[str(p) for p in paths], corruptions=list(corruptions),
+                        severities=[int(s) for s in severities], n=int(n), batch_size=int(batch_size),
+                        out=str(Path(folder) / "results.json"))
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """Per model: clean error, mCE, relative mCE, mean corruption accuracy (all in %)."""
+    rows = []
+    for label, m in results["models"].items():
+        rows.append({"model": label, "images": m.get("n"), "clean error (%)": _pct(m.get("clean_error")),
+                     "mCE (%)": _pct(m.get("mce")), "relative mCE (%)": _pct(m.get("relative_mce")),
+                     "mean corruption accuracy (%)": _pct(m.get("mean_corruption_accuracy"))})
+    return rows
+
+
+def ce_rows(results: dict) -> list[dict]:
+    """Per model: CE of every corruption (in % of the baseline's errors)."""
+    return [{"model": label, **{c: _pct(m.get("ce", {}).get(c)) for c in results["corruptions"]}}
+            for label, m in results["models"].items()]
+
+
+def error_rows(results: dict) -> list[dict]:
+    """Per model and corruption: the error at every severity (%)."""
+    rows = []
+    for label, m in results["models"].items():
+        for corruption, by_severity in m["errors"].items():
+            rows.append({"model": label, "corruption": corruption,
+                         **{f"s{s}": _pct(e) for s, e in sorted(by_severity.items(), key=lambda kv: int(kv[0]))}})
+    return rows
+
+
+def _pct(value):
+    return None if value is None else round(100 * float(value), 2)
+
+
+def robustness_figure(results: dict) -> bytes:
+    """PNG: error vs severity averaged over the corruptions (clean at 0), and CE per corruption."""
+    models = results["models"]
+    colours = {label: OKABE_ITO[i % len(OKABE_ITO)] for i, label in enumerate(models)}
+    corruptions = list(results["corruptions"])
+    with plt.rc_context(STYLE):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), width_ratios=(1, 2.2), layout="constrained")
+        for label, m in models.items():
+            severities = sorted({int(s) for by in m["errors"].values() for s in by})
+            mean = [np.mean([by[str(s)] for by in m["errors"].values() if str(s) in by]) for s in severities]
+            left.plot([0, *severities], [100 * m["clean_error"], *(100 * v for v in mean)], marker="o",
+                      color=colours[label], label=label)
+        left.set(xlabel="severity (0 = clean)", ylabel="top-1 error (%)", title="error vs severity")
+        left.set_xticks(range(0, max(SEVERITIES) + 1))
+        width = 0.8 / max(len(models), 1)
+        for i, (label, m) in enumerate(models.items()):
+            values = [np.nan if m.get("ce", {}).get(c) is None else 100 * m["ce"][c] for c in corruptions]
+            right.bar(np.arange(len(corruptions)) - 0.4 + width * (i + 0.5), values, width=width,
+                      color=colours[label], label=label)
+        right.axhline(100, color="black", lw=0.6, ls="--")
+        right.set_xticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions], rotation=30,
+                         ha="right")
+        right.set(ylabel=f"CE (% of {results.get('baseline', 'baseline')})", title="corruption error (CE)")
+        fig.legend(*left.get_legend_handles_labels(), loc="outside right center")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+__all__ = ["CORRUPTIONS", "DEFAULT_MODELS", "DEMO_FOLDER", "IMAGE_SUFFIXES", "InputImage", "MAX_PIXELS",
+           "SEVERITIES", "attention_figures", "attention_results", "attention_rows", "ce_rows", "checkpoint_folders",
+           "checkpoint_options", "checkpoint_root", "class_choices", "default_models", "error_rows", "explain",
+           "find_results", "folder_image", "folder_images", "image_dir", "input_views", "layer_choices", "load_model",
+           "model_facts", "overlay", "read_results", "robustness_figure", "run_robustness", "sample_image",
+           "sample_names", "summary_rows", "upload_image"]

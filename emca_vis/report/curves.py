@@ -1,0 +1,117 @@
+"""Training curves from the logs ``python -m emca_vis.train`` writes (``metrics.csv`` / ``metrics.jsonl``).
+
+A checkpoint does not carry its history, only its final metrics, so the log is looked for
+where training put it: beside the checkpoint (``runs/x/best.safetensors``), in the run folder
+named by the checkpoint's ``train_args.out``, or under ``<demo dir>/runs/<model>/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..attention.plots import STYLE  # noqa: E402
+from ..demo import demo_dir  # noqa: E402
+from ..errors import UserError  # noqa: E402
+from ..inputs import LoadedModel  # noqa: E402
+from .figures import MARKERS, colours, save_png  # noqa: E402
+
+LOG_NAMES = ("metrics.jsonl", "metrics.csv")
+
+
+def find_log(loaded: LoadedModel) -> Path | None:
+    """The training log of a checkpoint, or ``None`` when none is where training writes it."""
+    folders = [loaded.path.parent]
+    out = (loaded.meta.get("train_args") or {}).get("out")
+    if out:
+        folders.append(Path(out))
+    folders.append(demo_dir() / "runs" / loaded.meta["model"])
+    for folder in folders:
+        for name in LOG_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def read_log(path: Path) -> list[dict]:
+    """Per-epoch rows of a ``metrics.csv`` or ``metrics.jsonl`` (numbers as floats)."""
+    path = Path(path)
+    if path.is_dir():
+        found = next((path / n for n in LOG_NAMES if (path / n).is_file()), None)
+        if found is None:
+            raise UserError(f"{path}: no metrics.jsonl or metrics.csv in this folder")
+        path = found
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read the training log ({error.strerror})") from None
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+    rows = [row for row in rows if row.get("epoch") is not None]
+    if not rows:
+        raise UserError(f"{path}: no epoch rows; is it a metrics log of python -m emca_vis.train?")
+    return rows
+
+
+def _number(value: str):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None if value in ("", None) else value
+
+
+def curves_figure(logs: dict[str, list[dict]], path: Path, endpoints: dict[str, tuple[float, float]] | None = None,
+                  key: str = "val_top1") -> Path:
+    """Top-1 (``val_top1``; ``train_top1`` dashed when logged) per epoch, one colour per model.
+
+    ``endpoints``: models without a log, drawn as one marker at (epoch, top-1) from the
+    checkpoint's metadata so they are not silently missing.
+    """
+    endpoints = endpoints or {}
+    palette = colours(list(logs) + [label for label in endpoints if label not in logs])
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+        for i, (label, rows) in enumerate(logs.items()):
+            epochs = [row["epoch"] for row in rows]
+            ax.plot(epochs, [row.get(key) for row in rows], color=palette[label], marker=MARKERS[i % len(MARKERS)],
+                    markersize=3.5, lw=1.3, label=f"{label} (val)")
+            if any(row.get("train_top1") is not None for row in rows):
+                ax.plot(epochs, [row.get("train_top1") for row in rows], color=palette[label], lw=1.0, ls="--",
+                        alpha=0.8, label=f"{label} (train)")
+        for i, (label, (epoch, top1)) in enumerate(endpoints.items(), start=len(logs)):
+            ax.plot([epoch], [top1], color=palette[label], marker=MARKERS[i % len(MARKERS)], ls="none",
+                    markersize=6, label=f"{label} (checkpoint only)")
+        ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)")
+        ax.grid(lw=0.4, alpha=0.5)
+        ax.legend(loc="lower right", fontsize=7)
+        return save_png(fig, path)
+
+
+def training_curves(models: Sequence[LoadedModel], path: Path, logs: dict[str, Path] | None = None) -> dict:
+    """Find the logs, draw the figure; returns ``{"logs": {label: path}, "missing": [labels],
+    "curves": {label: rows}, "figure": path or None}``."""
+    found = dict(logs or {})
+    for m in models:
+        if m.label not in found:
+            log = find_log(m)
+            if log is not None:
+                found[m.label] = log
+    curves = {label: read_log(p) for label, p in found.items()}
+    missing = [m.label for m in models if m.label not in curves]
+    endpoints = {}
+    for m in models:
+        metrics = m.meta.get("metrics") or {}
+        if m.label in missing and metrics.get("epoch") is not None and metrics.get("val_top1") is not None:
+            endpoints[m.label] = (metrics["epoch"], metrics["val_top1"])
+    figure = curves_figure(curves, path, endpoints) if curves or endpoints else None
+    return {"logs": {label: str(p) for label, p in found.items()}, "missing": missing, "curves": curves,
+            "figure": figure}
