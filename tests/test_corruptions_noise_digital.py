@@ -202,3 +202,27 @@ def test_hsv_matches_skimage():
     np.testing.assert_allclose(hsv[0].permute(1, 2, 0).numpy(), expected, atol=1e-6)
     back = nd.hsv_to_rgb(torch.from_numpy(expected.transpose(2, 0, 1)[None]).float())
     np.testing.assert_allclose(back[0].permute(1, 2, 0).numpy(), hsv2rgb(expected), atol=1e-6)
+
+
+def test_poisson_levels_is_the_cdf_inversion_of_its_uniforms():
+    """Each count is the least k with u < F(k) for the value's own uniform (checked against a
+    plain search of the CDF), and the counts follow the Poisson pmf (chi-square, 1.2M draws)."""
+    from emca_vis.robustness import sampling
+
+    rates = torch.tensor([0.0, 0.7, 3.0, 12.0, 60.0])
+    levels = torch.arange(5).repeat_interleave(240_000).view(5, 1, 240_000, 1).float()
+    counts = sampling.poisson_levels(levels, rates, torch.Generator().manual_seed(3))
+    u = sampling.uniform(levels.shape, torch.Generator().manual_seed(3), "cpu").double()
+    k = torch.arange(200, dtype=torch.float64)
+    for level, lam in enumerate(rates.double().tolist()):
+        pmf = (torch.xlogy(k, torch.tensor(lam, dtype=torch.float64)) - lam - torch.lgamma(k + 1)).exp()
+        cdf = pmf.cumsum(0)
+        ours = counts[level].flatten()
+        assert torch.equal(ours[:5000], torch.searchsorted(cdf, u[level].flatten()[:5000], right=True).float())
+        observed = torch.bincount(ours.long(), minlength=200)[:200].double()
+        expected = pmf * ours.numel()
+        cells = expected > 5
+        chi2 = float((((observed - expected) ** 2 / expected)[cells]).sum())
+        df = int(cells.sum()) - 1
+        assert chi2 <= df + 5 * (2 * df) ** 0.5 + 1, (lam, chi2, df)  # 5 standard deviations
+    assert counts[0].max() == 0

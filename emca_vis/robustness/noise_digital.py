@@ -64,14 +64,15 @@ def gaussian_noise(images: torch.Tensor, severity: int, generator: torch.Generat
     """Additive Gaussian noise, std ``GAUSSIAN_NOISE``."""
     _check(images, severity)
     c = GAUSSIAN_NOISE[severity - 1]
-    return (images + c * _randn(images, generator)).clamp(0, 1)
+    return _randn(images, generator).mul_(c).add_(images).clamp_(0, 1)
 
 
 def shot_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Poisson noise: ``Poisson(x * c) / c``."""
+    """Poisson noise on the 8-bit values the reference receives: ``Poisson(x * c) / c``."""
     _check(images, severity)
     c = SHOT_NOISE[severity - 1]
-    return (sampling.poisson(images * c, generator) / c).clamp(0, 1)
+    rates = torch.arange(256, dtype=torch.float64) * (c / 255)
+    return sampling.poisson_levels(_to_uint8(images), rates, generator).div_(c).clamp_(0, 1)
 
 
 def impulse_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -150,7 +151,7 @@ def saturate(images: torch.Tensor, severity: int, generator: torch.Generator | N
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[0, 1] float to 0..255 integers (rounded), what the reference receives."""
-    return (images.clamp(0, 1) * 255).round()
+    return images.clamp(0, 1).mul_(255).round_()
 
 
 @functools.lru_cache(maxsize=64)
@@ -205,8 +206,7 @@ def pixelate(images: torch.Tensor, severity: int, generator: torch.Generator | N
     pixels = _pil_box_pass(pixels.transpose(2, 3), h, small_h).transpose(2, 3)
     rows = torch.as_tensor(_pil_nearest_index(small_h, h), device=images.device)
     cols = torch.as_tensor(_pil_nearest_index(small_w, w), device=images.device)
-    pixels = pixels.index_select(2, rows).index_select(3, cols)
-    return pixels / 255
+    return (pixels / 255).index_select(2, rows).index_select(3, cols)
 
 
 def jpeg_compression(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
