@@ -126,14 +126,14 @@ def test_motion_blur_exact_at_the_reference_angle(size):
         angles.append(np.random.uniform(-45, 45))
     for s in range(1, 6):
         radius, sigma = blur.MOTION[s - 1]
-        ours = blur._motion_blur(to_tensor(images), radius, sigma, torch.tensor(angles))
+        ours = blur.motion_blur_at(to_tensor(images), radius, sigma, torch.tensor(angles))
         assert psnr(ours, reference("motion_blur", images, s, seeds)) >= 30, s
 
 
 def test_motion_blur_draws_uniform_angles():
     angles = sampling.uniform((3,), torch.Generator().manual_seed(5), "cpu", torch.float64) * 90 - 45
     assert float(angles.abs().max()) <= 45
-    expected = blur._motion_blur(IMAGES, *blur.MOTION[1], angles)
+    expected = blur.motion_blur_at(IMAGES, *blur.MOTION[1], angles)
     assert torch.equal(blur.motion_blur(IMAGES, 2, torch.Generator().manual_seed(5)), expected)
 
 

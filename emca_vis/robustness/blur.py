@@ -94,9 +94,23 @@ def _shifted_sum(x: torch.Tensor, kernel: torch.Tensor, mode: str, dim: int) -> 
 def _fft_filter(padded: torch.Tensor, kernel: torch.Tensor, crop: tuple[int, int, int, int]) -> torch.Tensor:
     """Circular convolution of ``padded`` with ``kernel`` (same H, W; broadcast over N, C) by FFT,
     cropped to rows ``crop[0]:crop[1]`` and columns ``crop[2]:crop[3]``."""
-    size = padded.shape[-2:]
-    out = torch.fft.irfft2(torch.fft.rfft2(padded) * torch.fft.rfft2(kernel), s=size)
+    # Zero-padding both to sizes with factors 2, 3, 5 only speeds the FFT up and changes no
+    # output inside the crop (the kernel's taps reach back at most crop[0] rows, crop[2] columns).
+    size = [_fft_size(n) for n in padded.shape[-2:]]
+    out = torch.fft.irfft2(torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernel, s=size), s=size)
     return out[..., crop[0]:crop[1], crop[2]:crop[3]]
+
+
+def _fft_size(n: int) -> int:
+    """The smallest size >= n whose only prime factors are 2, 3 and 5."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
 
 
 def _gaussian_filter(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -142,7 +156,7 @@ def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator
     return _fft_filter(padded, kp, (2 * r, 2 * r + h, 2 * r, 2 * r + w)).clamp(0, 1)
 
 
-def _motion_blur(images: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+def motion_blur_at(images: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor) -> torch.Tensor:
     """The reference ``_motion_blur`` at one angle (degrees) per image.
 
     A half-Gaussian line kernel: the sum over taps ``i`` of ``k_i`` times the image shifted by
@@ -177,7 +191,7 @@ def motion_blur(images: torch.Tensor, severity: int, generator: torch.Generator 
     """Motion blur along a random direction per image, uniform in [-45, 45) degrees."""
     radius, sigma = MOTION[_check(severity) - 1]
     angles = sampling.uniform((images.shape[0],), generator, "cpu", torch.float64) * 90 - 45
-    return _motion_blur(images, radius, sigma, angles)
+    return motion_blur_at(images, radius, sigma, angles)
 
 
 def zoom_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import sampling
+from .blur import motion_blur_at
 
 # Constant tables copied from imagecorruptions-imaug 1.1.5, imagecorruptions/corruptions.py.
 SNOW = [(0.1, 0.3, 3, 0.5, 10, 4, 0.8),
@@ -105,7 +106,7 @@ def _snow(images: torch.Tensor, severity: int, field: torch.Tensor, angle: torch
     h, w = images.shape[-2:]
     layer = _clipped_zoom(field.float(), c[2])
     layer = torch.where(layer < c[3], 0, layer).clamp(0, 1)
-    layer = _motion_blur(layer, c[4], c[5], angle)
+    layer = motion_blur_at(layer[:, None], c[4], c[5], angle)[:, 0]
     layer = (torch.round(layer * 255) / 255)[:, None, :h, :w]
     gray = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]  # cv2 RGB2GRAY
     x = c[6] * images + (1 - c[6]) * torch.maximum(images, gray * 1.5 + 0.5)
@@ -124,35 +125,6 @@ def _clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
     crop = x[:, None, top:top + ch, left:left + cw]
     size = (int(round(ch * zoom)), int(round(cw * zoom)))
     return F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[:, 0]
-
-
-def _motion_blur(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:
-    """The reference's Wand-free ``_motion_blur`` of [N, H, W], one ``angle`` (degrees) per image.
-
-    A one-sided gaussian-weighted sum of ``2 * radius + 1`` copies shifted along the angle, with
-    the borders replicated; each tap gathers the shifted copies of all images at once.
-    """
-    n, h, w = x.shape
-    width = 2 * radius + 1
-    taps = torch.arange(width, dtype=torch.float64)
-    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
-    rad = torch.deg2rad(angle.to(torch.float64)).cpu()
-    point = (width * torch.sin(rad), width * torch.cos(rad))
-    hypot = torch.hypot(*point)
-    dy = -torch.ceil(taps[None] * point[0][:, None] / hypot[:, None] - 0.5).long()  # [N, width]
-    dx = -torch.ceil(taps[None] * point[1][:, None] / hypot[:, None] - 0.5).long()
-    # the reference stops at the first shift that leaves the image
-    valid = torch.cumprod(((dy.abs() < h) & (dx.abs() < w)).long(), dim=1)
-    weight = (kernel / kernel.sum() * valid).to(x)
-    pad_r, pad_c = int(dy.abs().max()), int(dx.abs().max())
-    flat = F.pad(x[:, None], (pad_c, pad_c, pad_r, pad_r), mode="replicate").reshape(n, -1)
-    row = w + 2 * pad_c
-    grid = (torch.arange(h, device=x.device)[:, None] * row + torch.arange(w, device=x.device)).view(1, -1)
-    start = ((pad_r - dy) * row + (pad_c - dx)).to(x.device)  # where each shifted copy starts
-    out = torch.zeros(n, h * w, device=x.device, dtype=x.dtype)
-    for i in range(width):
-        out += weight[:, i:i + 1] * flat.gather(1, start[:, i:i + 1] + grid)
-    return out.view(n, h, w)
 
 
 # ---------------------------------------------------------------- frost
