@@ -5,7 +5,8 @@
 For each corruption, on the same ``shapes`` test images: PSNR between the two backends' outputs
 (the bar for deterministic corruptions: >= 30 dB) and, over the demo models, the largest
 difference in top-1 error between the backends, errors averaged over severities 1-5 (the bar
-for random corruptions: <= 2 percentage points).
+for random corruptions: <= 2 percentage points), with that model's standard error of the gap
+(paired over images): how far two independent draws of the same corruption lie apart by chance.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ def main() -> None:
     models = load_models()
     images, labels = shapes_test_images(args.n, models[0].input_size)
     print(f"{args.n} shapes test images at {models[0].input_size} px, {len(models)} demo models, severities 1-5")
-    print("| corruption | kind | PSNR (dB) | torch error | reference error | max gap (pp) | bar |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| corruption | kind | PSNR (dB) | torch error | reference error | max gap (pp) | its SE (pp) | bar |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for name in args.corruptions:
         r = compare_backends(models, images, labels, name)
         deterministic = name in DETERMINISTIC
         passed = r["psnr"] >= 30 if deterministic else r["max_gap"] <= 0.02
         print(f"| {name} | {'deterministic' if deterministic else 'random'} | {r['psnr']:.1f} | "
               f"{_mean_percent(r['torch_error']):.1f} | {_mean_percent(r['reference_error']):.1f} | {100 * r['max_gap']:.2f} | "
+              f"{100 * r['gap_se']:.2f} | "
               f"{'met' if passed else 'NOT met'} |", flush=True)
 
 

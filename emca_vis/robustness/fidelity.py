@@ -29,29 +29,39 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(1 / mse)).mean())
 
 
-def top1_errors(models: list[LoadedModel], images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Top-1 error of each model on ``images`` in [0, 1] (normalised as each model was trained)."""
-    errors = []
+def top1_wrong(models: list[LoadedModel], images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[models, images]``: 1 where a model's top-1 class is wrong (inputs normalised as it was trained)."""
+    wrong = []
     for m in models:
         mean = torch.tensor(m.meta["mean"]).view(1, 3, 1, 1)
         std = torch.tensor(m.meta["std"]).view(1, 3, 1, 1)
         with torch.no_grad():
             predicted = torch.cat([m.model((chunk - mean) / std).argmax(1) for chunk in images.split(250)])
-        errors.append(float((predicted != labels).float().mean()))
-    return torch.tensor(errors)
+        wrong.append((predicted != labels).float())
+    return torch.stack(wrong)
 
 
 def compare_backends(models: list[LoadedModel], images: torch.Tensor, labels: torch.Tensor, name: str,
                      severities=(1, 2, 3, 4, 5)) -> dict:
     """Both backends on the same images at each severity: mean PSNR between their outputs and, per
-    model, the top-1 error under each backend averaged over ``severities``."""
-    values, fast_errors, reference_errors = [], torch.zeros(len(models)), torch.zeros(len(models))
+    model, the top-1 error under each backend averaged over ``severities``.
+
+    ``max_gap`` is the largest difference between the two errors over the models, ``gap_se`` that
+    model's standard error of the difference (paired over images): the spread two independent
+    draws of the same corruption would show.
+    """
+    values, difference = [], torch.zeros(len(models), len(images))
+    fast_errors, reference_errors = torch.zeros(len(models)), torch.zeros(len(models))
     for severity in severities:
         fast = corrupt(images, name, severity, backend="torch", seed=severity)
         reference = corrupt(images, name, severity, backend="reference", seed=severity)
         values.append(psnr(fast, reference))
-        fast_errors += top1_errors(models, fast, labels) / len(severities)
-        reference_errors += top1_errors(models, reference, labels) / len(severities)
+        fast_wrong, reference_wrong = top1_wrong(models, fast, labels), top1_wrong(models, reference, labels)
+        fast_errors += fast_wrong.mean(1) / len(severities)
+        reference_errors += reference_wrong.mean(1) / len(severities)
+        difference += (fast_wrong - reference_wrong) / len(severities)
+    gaps = (fast_errors - reference_errors).abs()
+    worst = int(gaps.argmax())
     return {"psnr": sum(values) / len(values), "torch_error": fast_errors.tolist(),
-            "reference_error": reference_errors.tolist(),
-            "max_gap": float((fast_errors - reference_errors).abs().max())}
+            "reference_error": reference_errors.tolist(), "max_gap": float(gaps[worst]),
+            "gap_se": float(difference[worst].std() / len(images) ** 0.5)}
