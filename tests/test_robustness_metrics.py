@@ -23,6 +23,7 @@ def test_ce_and_relative_ce_by_hand():
     # (sum(errors) - 5 * 0.1) / (sum(base) - 5 * 0.3) = 1.5 / 1.5
     assert relative_corruption_error(errors, 0.1, base, 0.3) == pytest.approx(1.0)
     assert relative_corruption_error(errors, 0.1, [0.3] * 5, 0.3) is None
+    assert relative_corruption_error(errors, 0.1, [0.0] * 5, 0.05) is None  # baseline better than clean
 
 
 def test_summary_against_alexnet():

@@ -50,9 +50,10 @@ def corruption_error(errors, base_errors) -> float | None:
 
 
 def relative_corruption_error(errors, clean_error: float, base_errors, base_clean_error: float) -> float | None:
-    """None when the baseline does not degrade at all (the ratio is undefined)."""
+    """None unless the baseline degrades (errs more under the corruption than clean): otherwise
+    the ratio is undefined, or flips sign and means nothing."""
     degradation = float(np.sum(np.asarray(base_errors) - base_clean_error))
-    return float(np.sum(np.asarray(errors) - clean_error)) / degradation if degradation else None
+    return float(np.sum(np.asarray(errors) - clean_error)) / degradation if degradation > 0 else None
 
 
 def summarize(clean_error: float, errors: dict[str, dict[int, float]],
