@@ -22,7 +22,7 @@ demo: install
 	$(PY) -m streamlit run app/main.py --server.headless true --server.port $(APP_PORT)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: install
 	$(PY) -m emca_vis.profile --models resnet50 resnet50_se resnet50_eca resnet50_srm resnet50_emca_se resnet50_emca_eca resnet50_emca_srm --batch-sizes 16 --repeats 7
