@@ -35,16 +35,16 @@ def weights(path):
 
 def test_training_lowers_loss_and_lifts_accuracy_above_chance(tmp_path):
     args = build_parser().parse_args(["--model", "resnet18_emca_eca", "--epochs", "2", "--train-size", "6400",
-                                      "--out", str(tmp_path), *TINY, "--image-size", "64", "--stem", "cifar", "--batch-size", "64",
+                                      "--out", str(tmp_path), *TINY, "--stem", "cifar", "--batch-size", "64",
                                       *DEMO_TRAIN_ARGS[DEMO_TRAIN_ARGS.index("--optimizer"):], "--workers", "0",
                                       "--val-size", "256"])
     train(args)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [100, 200]
     assert rows[1]["train_loss"] < rows[0]["train_loss"] - 0.1
-    assert rows[1]["val_top1"] > 2 * 100 / 12  # chance is 8.3%; this run reaches about 22%
+    assert rows[1]["val_top1"] > 2 * 100 / 12  # chance is 8.3%; this run reaches about 25% (32 px)
     model, meta = load_checkpoint(tmp_path / "best.safetensors")
-    assert meta["dataset"] == "shapes" and meta["input_size"] == 64 and len(meta["class_names"]) == 12
+    assert meta["dataset"] == "shapes" and meta["input_size"] == 32 and len(meta["class_names"]) == 12
     assert meta["metrics"]["val_top1"] == pytest.approx(max(r["val_top1"] for r in rows))
     assert meta["model_kwargs"]["stem"] == "cifar" and meta["train_args"]["epochs"] == 2
     assert (tmp_path / "metrics.csv").read_text().startswith("epoch,step,lr,train_loss")
