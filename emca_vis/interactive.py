@@ -39,7 +39,7 @@ from .data.shapes import SHAPE_CLASSES, render_sample  # noqa: E402
 from .demo import demo_dir  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .explain import heatmaps, predict, resolve_target  # noqa: E402
-from .explain.figures import HEATMAP_CMAP, OVERLAY_ALPHA  # noqa: E402
+from .explain.figures import blend  # noqa: E402
 from .explain.metrics import boxes_to_masks, energy_pointing_game, pointing_game, read_voc_boxes  # noqa: E402
 from .images import IMAGE_SUFFIXES, ImageError, find_images, load_image  # noqa: E402
 from .inputs import LoadedModel, load_models  # noqa: E402
@@ -333,8 +333,7 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | None = None, mask: np.ndarr
     out = np.asarray(pixels, dtype=np.float32) / 255
     if heatmap is not None:
         smooth = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32), "F").resize(shape, Image.BILINEAR))
-        colour = matplotlib.colormaps[HEATMAP_CMAP](np.clip(smooth, 0, 1))[..., :3]
-        out = (1 - OVERLAY_ALPHA) * out + OVERLAY_ALPHA * colour
+        out = blend(out, smooth)
     result = Image.fromarray(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8))
     if mask is not None and mask.any():
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))

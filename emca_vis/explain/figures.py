@@ -14,6 +14,11 @@ HEATMAP_CMAP = "inferno"  # perceptually uniform and colour-blind safe
 OVERLAY_ALPHA = 0.55
 
 
+def blend(image: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The heatmap (``[H, W]`` in [0, 1]) in the figures' colour map, blended over ``image`` (``[H, W, 3]``)."""
+    return (1 - alpha) * image + alpha * matplotlib.colormaps[HEATMAP_CMAP](np.clip(heatmap, 0, 1))[..., :3]
+
+
 def comparison_figure(rows: list[dict], path: Path, title: str = "") -> Path:
     """Draw one row per model and save it at ``path`` (format from the suffix: .png, .svg, .pdf).
 

@@ -15,7 +15,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 import torch  # noqa: E402
@@ -25,7 +24,7 @@ from torchvision.transforms import v2 as T  # noqa: E402
 from ..attention.plots import STYLE  # noqa: E402
 from ..data import build_dataset  # noqa: E402
 from ..explain import heatmaps, predict  # noqa: E402
-from ..explain.figures import HEATMAP_CMAP, OVERLAY_ALPHA  # noqa: E402
+from ..explain.figures import HEATMAP_CMAP, blend  # noqa: E402
 from ..images import load_image  # noqa: E402
 from ..inputs import LoadedModel  # noqa: E402
 from ..robustness import corrupt  # noqa: E402
@@ -97,11 +96,6 @@ def explain_sample(models: Sequence[LoadedModel], sample: dict, conds: list[tupl
     return record, arrays
 
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The heatmap in the explanation figures' colour map, blended over the image (``[H, W, 3]``)."""
-    return (1 - alpha) * image + alpha * colormaps[HEATMAP_CMAP](np.clip(heatmap, 0, 1))[..., :3]
-
-
 def _two_lines(title: str) -> str:
     """``"gaussian noise 3"`` -> ``"gaussian noise\nseverity 3"``: narrow columns, readable titles."""
     name, _, last = title.rpartition(" ")
@@ -145,7 +139,7 @@ def grid_figure(record: dict, arrays: dict[str, np.ndarray], path: Path, title: 
             maps = arrays[f"{label}/heatmaps"].astype(np.float32)
             for c, info in enumerate(record["models"][label]):
                 ax = axes(r, c)
-                ax.imshow(overlay(images[c], maps[c]))
+                ax.imshow(blend(images[c], maps[c]))
                 wrong = info["correct"] is False
                 ax.text(0.5, -0.03, f"{'x ' if wrong else ''}{info['prediction']}\n{info['probability']:.2f}",
                         transform=ax.transAxes, ha="center", va="top", fontsize=7, linespacing=1.05,
