@@ -40,6 +40,12 @@ class LoadedModel:
         meta = self.meta
         return eval_transform(meta["input_size"], meta["resize"], meta["mean"], meta["std"])(image)
 
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB ``[N, 3, S, S]`` in ``[0, 1]`` to model inputs (the checkpoint's mean and std)."""
+        mean = torch.tensor(self.meta["mean"], device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.meta["std"], device=images.device).view(1, 3, 1, 1)
+        return (images - mean) / std
+
     def unnormalise(self, images: torch.Tensor) -> torch.Tensor:
         """Model inputs ``[N, 3, S, S]`` back to displayable RGB in ``[0, 1]``."""
         mean = torch.tensor(self.meta["mean"]).view(1, 3, 1, 1)

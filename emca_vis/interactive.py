@@ -17,6 +17,7 @@ import os
 import re
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,7 +37,7 @@ from .attention.analysis import AttentionStats  # noqa: E402
 from .attention.plots import OKABE_ITO, STYLE, scale_weights_figure, scaling_figure, source_share_figure  # noqa: E402
 from .checkpoint import read_metadata  # noqa: E402
 from .data.shapes import SHAPE_CLASSES, render_sample  # noqa: E402
-from .demo import demo_dir  # noqa: E402
+from .demo import DEMO_MODELS, demo_dir  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .explain import heatmaps, predict, resolve_target  # noqa: E402
 from .explain.figures import blend  # noqa: E402
@@ -111,12 +112,8 @@ def checkpoint_options(folder: str | Path) -> dict[str, Path]:
             names[path] = str(read_metadata(path)["model"])
         except (UserError, KeyError, TypeError):
             names[path] = path.stem
-    counts: dict[str, int] = {}
-    for name in names.values():
-        counts[name] = counts.get(name, 0) + 1
+    counts = Counter(names.values())
     options = {(name if counts[name] == 1 else path.stem): path for path, name in names.items()}
-    from .demo import DEMO_MODELS
-
     order = {name: i for i, name in enumerate(DEMO_MODELS)}
     return dict(sorted(options.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
@@ -241,12 +238,6 @@ def model_inputs(loaded: LoadedModel, image: Image.Image) -> torch.Tensor:
     return loaded.unnormalise(loaded.preprocess(image)[None])
 
 
-def normalise(loaded: LoadedModel, images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(loaded.meta["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(loaded.meta["std"]).view(1, 3, 1, 1)
-    return (images - mean) / std
-
-
 def model_mask(loaded: LoadedModel, mask: np.ndarray | None) -> np.ndarray | None:
     """An object mask of the original image mapped through the model's resize and centre crop."""
     if mask is None:
@@ -285,7 +276,7 @@ def explain(loaded: LoadedModel, source: InputImage, method: str = "gradcam", ta
     names = loaded.class_names
     fixed = resolve_target(target, names)
     inputs = views(loaded, source.image, corruption, severity)
-    batch = normalise(loaded, torch.cat(list(inputs.values())))
+    batch = loaded.normalise(torch.cat(list(inputs.values())))
     with _MODEL_LOCK:
         probs = predict(loaded.model, batch)
         targets = [fixed if fixed is not None else int(p.argmax()) for p in probs]
@@ -352,11 +343,10 @@ def attention_results(models: Sequence[LoadedModel], source: InputImage, corrupt
     this one image (clean, or corrupted when ``corruption`` is given), grouped by the predicted class."""
     results = {}
     for loaded in models:
-        x = views(loaded, source.image, corruption, severity)["corrupted" if corruption else "clean"]
+        x = loaded.normalise(views(loaded, source.image, corruption, severity)["corrupted" if corruption else "clean"])
         stats = AttentionStats(loaded.model, loaded.class_names)
         with _MODEL_LOCK, torch.no_grad():
-            predicted = loaded.model(normalise(loaded, x)).argmax(1)
-            stats.update(normalise(loaded, x), predicted)
+            stats.update(x, loaded.model(x).argmax(1))
         results[loaded.label] = stats.result()
     return results
 

@@ -80,9 +80,7 @@ def explain_sample(models: Sequence[LoadedModel], sample: dict, conds: list[tupl
                             T.ToDtype(torch.float32, scale=True)])(sample["image"])[None]
         batch = torch.cat([pixels if name == "clean" else corrupt(pixels, name, severity, "torch", seed=seed)
                            for name, severity in conds]).clamp(0, 1)
-        mean = torch.tensor(m.meta["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(m.meta["std"]).view(1, 3, 1, 1)
-        x = (batch - mean) / std
+        x = m.normalise(batch)
         probs = predict(m.model, x)
         predicted = probs.argmax(1).tolist()
         maps = heatmaps(m.model, x, predicted, method, layer)

@@ -176,10 +176,8 @@ def _count_correct(models: list[LoadedModel], source, batches: list[tuple[int, l
             name, severity, backend, seed = corruption
             images = corrupt(images, name, severity, backend, seed=seed * 100_003 + index)
         for i, m in enumerate(models):
-            mean = torch.tensor(m.meta["mean"]).view(1, 3, 1, 1)
-            std = torch.tensor(m.meta["std"]).view(1, 3, 1, 1)
             with torch.no_grad():
-                counts[i] += (m.model((images - mean) / std).argmax(1) == labels).sum().item()
+                counts[i] += (m.model(m.normalise(images)).argmax(1) == labels).sum().item()
         counts[-1] += len(labels)
     return counts
 

@@ -33,10 +33,8 @@ def top1_wrong(models: list[LoadedModel], images: torch.Tensor, labels: torch.Te
     """``[models, images]``: 1 where a model's top-1 class is wrong (inputs normalised as it was trained)."""
     wrong = []
     for m in models:
-        mean = torch.tensor(m.meta["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(m.meta["std"]).view(1, 3, 1, 1)
         with torch.no_grad():
-            predicted = torch.cat([m.model((chunk - mean) / std).argmax(1) for chunk in images.split(250)])
+            predicted = torch.cat([m.model(m.normalise(chunk)).argmax(1) for chunk in images.split(250)])
         wrong.append((predicted != labels).float())
     return torch.stack(wrong)
 
