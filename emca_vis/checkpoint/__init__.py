@@ -12,10 +12,8 @@ unpickled: foreign ``.pt``/``.pth`` files (e.g. torchvision weights) go through
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,10 +23,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
-from .data import IMAGENET_MEAN, IMAGENET_STD
-from .errors import UserError, run_cli
-from .models import UnknownModelError, create_model
+from .. import __version__
+from ..data import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import UserError
+from ..models import UnknownModelError, create_model
 
 META_KEY = "emca_vis"
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin")
@@ -205,23 +203,3 @@ def describe(path: str | os.PathLike, model: str | None = None) -> str:
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in meta["metrics"].items())
     return (f"{path}: {meta['model']} {meta['model_kwargs']}, {meta['num_classes']} classes, "
             f"{meta['input_size']} px, dataset={meta.get('dataset')}" + (f", {metrics}" if metrics else ""))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.checkpoint",
-                                     description="Check checkpoint files and print what each holds.")
-    parser.add_argument("paths", nargs="+", type=Path)
-    parser.add_argument("--model", help="architecture of foreign .pt/.pth state dicts, e.g. resnet50")
-    args = parser.parse_args(argv)
-    failed = 0
-    for path in args.paths:
-        try:
-            print(describe(path, args.model))
-        except UserError as error:  # report it and go on with the other files
-            print(f"error: {error}", file=sys.stderr)
-            failed += 1
-    return 2 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
