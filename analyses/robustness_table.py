@@ -13,15 +13,15 @@ per corruption family) and ``mce.png``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from emca_vis.errors import UserError, run_cli
+from emca_vis.errors import run_cli
 from emca_vis.inputs import load_models
-from emca_vis.report.compute import finite
+from emca_vis.outputs import strict, write_json
 from emca_vis.report.figures import mce_figure, severity_figure
 from emca_vis.report.models import architecture
 from emca_vis.robustness import IMAGENET_C, evaluate, markdown_table
+from emca_vis.robustness.results import read_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.source:
-        try:
-            results = json.loads(Path(args.source).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise UserError(f"{args.source}: cannot read robustness results ({error})") from None
-        (out / "robustness.json").write_text(json.dumps(results, indent=1))
+        results = read_results(args.source)
+        write_json(out / "robustness.json", results)
     else:
         baseline = args.baseline
         if baseline is None:
@@ -56,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                            baseline=baseline, out=str(out / "robustness.json"))
     table = markdown_table(results)  # a CE over a baseline without errors shows as nan
     (out / "robustness.md").write_text(table + "\n")
-    results = finite(results)
+    results = strict(results)
     figures = [severity_figure(results, out / "robustness_families.png"), mce_figure(results, out / "mce.png")]
     print(table)
     for path in [out / "robustness.md", out / "robustness.json", *filter(None, figures)]:

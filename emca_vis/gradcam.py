@@ -15,7 +15,6 @@ with ``--faithfulness``, by deletion/insertion AUC; see :mod:`emca_vis.explain.e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from .errors import UserError, run_cli
 from .explain.figures import comparison_figure, to_display
 from .explain.heatmaps import METHODS, check_method, heatmap_stats, heatmaps, predict, resolve_target
 from .images import find_images, load_image
-from .inputs import LoadedModel, load_models
+from .inputs import LoadedModel, add_nonfinite_option, load_models
+from .outputs import write_json
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "integrated_gradients")
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints to compare (default: the demo checkpoints)")
     parser.add_argument("--layer", default="layer4", help="target layer: layer4, layer3, layer4.1, ...")
+    add_nonfinite_option(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         raise UserError("give at least one --image or a --dir of images")
     failures: list[str] = []
-    models = load_models(args.checkpoint, failures)
+    models = load_models(args.checkpoint, failures, args.allow_nonfinite)
     out = Path(args.out)
     report = {"models": [{"label": m.label, "checkpoint": str(m.path)} for m in models], "images": []}
     arrays: dict[str, np.ndarray] = {}
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     report["errors"] = failures
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, npz_path = out.with_suffix(".json"), out.with_suffix(".npz")
-    json_path.write_text(json.dumps(report, indent=2))
+    write_json(json_path, report, indent=2)
     np.savez_compressed(npz_path, **arrays)
     print(f"wrote {json_path}\nwrote {npz_path}")
     return 2 if failures else 0

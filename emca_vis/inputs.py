@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .data import eval_transform
+from .data import eval_pixels, eval_transform
 from .demo import demo_checkpoints
 from .errors import UserError
 
@@ -33,12 +34,20 @@ class LoadedModel:
 
     @property
     def input_size(self) -> int:
-        return int(self.meta["input_size"])
+        return self.meta["input_size"]
+
+    @property
+    def resize(self) -> int:
+        return self.meta["resize"]
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """The model input ``[3, S, S]`` for an RGB image, exactly as in evaluation during training."""
         meta = self.meta
         return eval_transform(meta["input_size"], meta["resize"], meta["mean"], meta["std"])(image)
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """What the model sees before normalisation: ``[3, S, S]`` in [0, 1] after its resize and crop."""
+        return eval_pixels(self.input_size, self.resize)(image)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """RGB ``[N, 3, S, S]`` in ``[0, 1]`` to model inputs (the checkpoint's mean and std)."""
@@ -53,18 +62,25 @@ class LoadedModel:
         return (images.cpu() * std + mean).clamp(0, 1)
 
 
-def load_models(paths: Sequence[str | Path] | None = None, errors: list[str] | None = None) -> list[LoadedModel]:
+def add_nonfinite_option(parser: argparse.ArgumentParser) -> None:
+    """``--allow-nonfinite``, the same in every tool that loads checkpoints."""
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="load checkpoints whose weights hold NaN or infinities (refused otherwise), with a warning")
+
+
+def load_models(paths: Sequence[str | Path] | None = None, errors: list[str] | None = None,
+                allow_nonfinite: bool = False) -> list[LoadedModel]:
     """Load ``paths`` (default: the demo checkpoints) on the CPU.
 
     A checkpoint that fails is reported as ``error: ...`` on stderr and appended to
     ``errors``; the others still load. Labels are the model names, or file names where two
-    checkpoints share a model name.
+    checkpoints share a model name. ``allow_nonfinite``: see :func:`load_checkpoint`.
     """
     paths = [Path(p) for p in (paths or demo_checkpoints())]
     loaded = []
     for path in paths:
         try:
-            model, meta = load_checkpoint(path)
+            model, meta = load_checkpoint(path, allow_nonfinite=allow_nonfinite)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             if errors is not None:

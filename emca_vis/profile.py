@@ -11,7 +11,6 @@ the same run (added to the run when not asked for).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from .errors import run_cli
 from .models import create_model, parse_model_name
+from .outputs import write_json
 
 DEFAULT_MODELS = ["resnet50", "resnet50_se", "resnet50_eca", "resnet50_emca_se", "resnet50_emca_eca"]
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result, indent=2)
         print(f"\nwrote {args.json}")
     return 0
 

@@ -11,7 +11,6 @@ number) and the figures (PNG + SVG); ``--from attention.json`` redraws the figur
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,9 +20,11 @@ from torch.utils.data import DataLoader, Subset
 from ..data import build_dataset
 from ..errors import UserError, run_cli
 from ..images import load_image
-from ..inputs import LoadedModel, load_models
+from ..inputs import LoadedModel, add_nonfinite_option, load_models
+from ..outputs import write_json
 from .analysis import analyse
 from .plots import all_figures
+from .schema import read_attention
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--stage", type=int, default=3, help="stage of the class x channel heatmap")
     parser.add_argument("--out", default="runs/attention", help="output folder")
+    add_nonfinite_option(parser)
     return parser
 
 
@@ -46,31 +48,42 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     failures: list[str] = []
     if args.from_json:
-        data = _read_json(Path(args.from_json))
+        data = read_attention(args.from_json)
     else:
-        models = load_models(args.checkpoint, failures)
+        if args.n < 1:
+            raise UserError("--n must be at least 1")
+        models = load_models(args.checkpoint, failures, args.allow_nonfinite)
+        spec = args.data or "shapes"
         if args.image:
             images = []
             for path in args.image:
                 try:
                     images.append(load_image(path))
                 except UserError as error:
-                    print(f"error: {error}", file=sys.stderr)
-                    failures.append(str(error))
+                    _report(error, failures)
             if not images:
                 raise UserError("none of the images could be read")
-            data = {"inputs": [str(p) for p in args.image], "models": {m.label: _on_images(m, images) for m in models}}
-        else:
-            spec = args.data or "shapes"
-            data = {"inputs": f"{spec} {args.split} (first {args.n})",
-                    "models": {m.label: _on_dataset(m, spec, args) for m in models}}
-        data["errors"] = failures
+        results = {}
+        for m in models:  # a model that cannot be analysed (e.g. other classes) is reported; the others go on
+            try:
+                results[m.label] = _on_images(m, images) if args.image else _on_dataset(m, spec, args)
+            except UserError as error:
+                _report(error, failures)
+        if not results:
+            raise UserError("none of the models could be analysed")
+        inputs = [str(p) for p in args.image] if args.image else f"{spec} {args.split} (first {args.n})"
+        data = {"inputs": inputs, "models": results, "errors": failures}
         out.mkdir(parents=True, exist_ok=True)
-        (out / "attention.json").write_text(json.dumps(data, indent=1))
+        write_json(out / "attention.json", data)
         print(f"wrote {out / 'attention.json'}")
     for path in all_figures(data, out, args.stage):
         print(f"wrote {path}")
     return 2 if failures else 0
+
+
+def _report(error: UserError, failures: list[str]) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    failures.append(str(error))
 
 
 def _on_images(loaded: LoadedModel, images) -> dict:
@@ -84,23 +97,9 @@ def _on_dataset(loaded: LoadedModel, spec: str, args) -> dict:
     dataset, info = build_dataset(spec, args.split, image_size=loaded.input_size, train=False)
     if list(info.class_names) != loaded.class_names:
         raise UserError(f"{loaded.path}: its classes differ from those of {spec}")
-    if args.n < 1:
-        raise UserError("--n must be at least 1")
     subset = Subset(dataset, range(min(args.n, len(dataset))))
     loader = DataLoader(subset, batch_size=args.batch_size)
     return analyse(loaded.model, loaded.class_names, loader, total=len(loader), desc=loaded.label)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: not a JSON file") from None
-    if not isinstance(data, dict) or "models" not in data:
-        raise UserError(f"{path}: not an attention.json written by python -m emca_vis.attention")
-    return data
 
 
 if __name__ == "__main__":

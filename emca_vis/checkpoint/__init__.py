@@ -12,8 +12,8 @@ unpickled: foreign ``.pt``/``.pth`` files (e.g. torchvision weights) go through
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +24,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
-from ..data import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import UserError
 from ..models import UnknownModelError, create_model
+from ..outputs import json_text
+from ..validation import open_regular, parse_json, regular_file
+from .metadata import MAX_HEADER_BYTES, check_metadata
 
 META_KEY = "emca_vis"
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin")
@@ -41,32 +43,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta) -> Path:
     """Write ``model``'s weights and metadata to ``path`` atomically (temp file + rename).
 
     ``model`` must come from :func:`create_model` (its ``config`` names the architecture).
-    Metadata keywords, all optional: ``class_names``, ``input_size``, ``mean``, ``std``,
-    ``dataset``, ``metrics``, ``train_args``, and anything else JSON-serialisable.
+    Metadata keywords, all optional (defaults in :mod:`.metadata`): ``class_names``,
+    ``input_size``, ``resize``, ``mean``, ``std``, ``dataset``, ``metrics``, ``train_args``, and
+    anything else JSON-serialisable. Invalid metadata is a ``ValueError`` before anything is written.
     """
     path = Path(path)
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError("save_checkpoint needs a model built by emca_vis.models.create_model")
-    num_classes = config["num_classes"]
-    class_names = list(meta.pop("class_names", None) or [str(i) for i in range(num_classes)])
-    if len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names given for a model with {num_classes} classes")
-    record = {
+    record = check_metadata({
         "model": config["name"],
         "model_kwargs": {k: config[k] for k in MODEL_OPTIONS},
-        "num_classes": num_classes,
-        "class_names": class_names,
-        "input_size": meta.pop("input_size", 224),
-        "mean": list(meta.pop("mean", IMAGENET_MEAN)),
-        "std": list(meta.pop("std", IMAGENET_STD)),
-        "dataset": meta.pop("dataset", None),
-        "metrics": meta.pop("metrics", {}),
-        "train_args": meta.pop("train_args", {}),
+        "num_classes": config["num_classes"],
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **meta,
-    }
+    })
     # Unwrap DDP / torch.compile wrappers; safetensors wants contiguous, unshared tensors.
     module = getattr(model, "module", model)
     module = getattr(module, "_orig_mod", module)
@@ -75,7 +67,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(record)})
+        save_file(tensors, tmp, metadata={META_KEY: json_text(record, indent=None)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -88,56 +80,109 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta) -> Path:
     return path
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The metadata of an emca-vis checkpoint, without loading its weights."""
-    path = _existing(path)
+def _header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
+    """The safetensors header's metadata strings and tensor shapes, read without loading weights.
+    The header's size is checked first, so a crafted one cannot make the reader allocate gigabytes."""
+    with open_regular(path, "checkpoint file") as handle:
+        prefix = handle.read(8)
+        size = os.fstat(handle.fileno()).st_size
+    if len(prefix) < 8:
+        raise CheckpointError(f"{path}: not a readable safetensors file (shorter than its 8-byte header length)")
+    length = int.from_bytes(prefix, "little")
+    if length > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path}: safetensors header of {length:,} bytes is over the "
+                              f"{MAX_HEADER_BYTES:,}-byte limit")
+    if 8 + length > size:
+        raise CheckpointError(f"{path}: truncated (header says {length:,} bytes, the file has {size - 8:,})")
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+            metadata = f.metadata() or {}
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path}: not a readable safetensors file ({_short(error)})") from None
+    return metadata, shapes
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The checked metadata of an emca-vis checkpoint, every optional field filled with its
+    default (:mod:`.metadata`), without loading its weights."""
+    path = _existing(path)
+    return _metadata(path, _header(path)[0])
+
+
+def _metadata(path: Path, header: dict[str, str]) -> dict:
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without emca-vis metadata; was it written by save_checkpoint?")
     try:
-        return json.loads(header[META_KEY])
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{path}: metadata is not valid JSON") from None
+        raw = parse_json(header[META_KEY], str(path), MAX_HEADER_BYTES)
+    except UserError as error:
+        raise CheckpointError(f"metadata of {error}") from None
+    try:
+        return check_metadata(raw)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: metadata {error}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
-                    num_classes: int | None = None, model: str | None = None, **model_kwargs):
-    """Load a checkpoint; returns ``(model in eval mode, metadata dict)``.
+                    num_classes: int | None = None, model: str | None = None, allow_nonfinite: bool = False,
+                    **model_kwargs):
+    """Load a checkpoint; returns ``(model in eval mode, metadata dict with every default filled in)``.
 
     Args:
         num_classes: if given, the checkpoint must have exactly this many classes.
         model, model_kwargs: the architecture of a foreign ``.pt``/``.pth`` state dict
             (e.g. torchvision weights); ignored for emca-vis checkpoints, which say it.
+        allow_nonfinite: load weights holding NaN or infinities (refused otherwise), with a warning.
     """
     path = _existing(path)
     if path.suffix in FOREIGN_SUFFIXES:
         state_dict, meta = _load_foreign(path, model, model_kwargs)
+        shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     else:
-        meta = read_metadata(path)
-        state_dict = read_state_dict(path)
+        header, shapes = _header(path)
+        meta = _metadata(path, header)
+        state_dict = None
     if num_classes is not None and meta["num_classes"] != num_classes:
         raise CheckpointError(f"{path}: has {meta['num_classes']} classes, expected {num_classes}")
-    try:
-        net = create_model(meta["model"], num_classes=meta["num_classes"], **meta.get("model_kwargs", {}))
-    except (UnknownModelError, ValueError, TypeError) as error:
-        raise CheckpointError(f"{path}: metadata describes no buildable model ({error})") from None
-    _check_weights_fit(path, net, state_dict)
+    # The architecture is first built on the meta device (no memory), so weights that do not fit
+    # it are refused before metadata can make the loader allocate more than the file holds.
+    with torch.device("meta"):
+        skeleton = _build(path, meta)
+    _check_weights_fit(path, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, shapes)
+    if state_dict is None:
+        state_dict = read_state_dict(path)
+    check_finite(path, state_dict, allow_nonfinite)
+    net = _build(path, meta)
     net.load_state_dict(state_dict)
     return net.to(map_location).eval(), meta
 
 
+def _build(path: Path, meta: dict) -> nn.Module:
+    try:
+        return create_model(meta["model"], num_classes=meta["num_classes"], **meta["model_kwargs"])
+    except (UnknownModelError, ValueError, TypeError, OverflowError) as error:
+        raise CheckpointError(f"{path}: metadata describes no buildable model ({_short(error)})") from None
+
+
+def check_finite(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], allow: bool = False) -> None:
+    """Refuse weights holding NaN or infinities (they poison every output); with ``allow``, warn loudly."""
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    what = f"{len(bad)} tensor{'s' if len(bad) > 1 else ''} with NaN or infinite values (first: {bad[0]})"
+    if not allow:
+        raise CheckpointError(f"{path}: {what}; --allow-nonfinite (allow_nonfinite=True) loads it anyway")
+    print(f"warning: {path}: {what}; loaded anyway (--allow-nonfinite): its outputs may be NaN", file=sys.stderr)
+
+
 def _existing(path: str | os.PathLike) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        regular_file(path, "checkpoint file")
+    except UserError as error:
+        raise CheckpointError(str(error)) from None
     return path
 
 
@@ -145,11 +190,10 @@ def _short(error: Exception) -> str:
     return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
 
 
-def _check_weights_fit(path: Path, net: nn.Module, state_dict: dict) -> None:
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    shapes = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+def _check_weights_fit(path: Path, own: dict[str, tuple], found: dict[str, tuple]) -> None:
+    missing = sorted(set(own) - set(found))
+    unexpected = sorted(set(found) - set(own))
+    shapes = [k for k in own if k in found and own[k] != found[k]]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
@@ -157,8 +201,7 @@ def _check_weights_fit(path: Path, net: nn.Module, state_dict: dict) -> None:
         problems.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
     if shapes:
         k = shapes[0]
-        problems.append(f"{len(shapes)} shape mismatches (e.g. {k}: file {tuple(state_dict[k].shape)}, "
-                        f"model {tuple(own[k].shape)})")
+        problems.append(f"{len(shapes)} shape mismatches (e.g. {k}: file {found[k]}, model {own[k]})")
     if problems:
         raise CheckpointError(f"{path}: weights do not match the metadata's architecture: {'; '.join(problems)}")
 
@@ -190,16 +233,17 @@ def _load_foreign(path: Path, model: str | None, model_kwargs: dict) -> tuple[di
                               "(e.g. model='resnet50')")
     if "fc.weight" not in state_dict:
         raise CheckpointError(f"{path}: state dict has no fc.weight, so it is not a ResNet classifier")
-    num_classes = state_dict["fc.weight"].shape[0]
-    meta = {"model": model, "model_kwargs": model_kwargs, "num_classes": num_classes,
-            "class_names": [str(i) for i in range(num_classes)], "input_size": 224, "resize": 256, "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "dataset": None, "metrics": {}, "train_args": {}, "source": str(path)}
+    try:  # every other field: the schema's defaults (ImageNet preprocessing at 224 px)
+        meta = check_metadata({"model": model, "model_kwargs": model_kwargs,
+                               "num_classes": state_dict["fc.weight"].shape[0], "source": str(path)})
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     return state_dict, meta
 
 
-def describe(path: str | os.PathLike, model: str | None = None) -> str:
+def describe(path: str | os.PathLike, model: str | None = None, allow_nonfinite: bool = False) -> str:
     """One line about a checkpoint, after checking its weights against its metadata."""
-    _, meta = load_checkpoint(path, model=model)
+    _, meta = load_checkpoint(path, model=model, allow_nonfinite=allow_nonfinite)
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in meta["metrics"].items())
     return (f"{path}: {meta['model']} {meta['model_kwargs']}, {meta['num_classes']} classes, "
-            f"{meta['input_size']} px, dataset={meta.get('dataset')}" + (f", {metrics}" if metrics else ""))
+            f"{meta['input_size']} px, dataset={meta['dataset']}" + (f", {metrics}" if metrics else ""))

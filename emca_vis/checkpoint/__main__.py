@@ -15,11 +15,13 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Check checkpoint files and print what each holds.")
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--model", help="architecture of foreign .pt/.pth state dicts, e.g. resnet50")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="load weights holding NaN or infinities (refused otherwise), with a warning")
     args = parser.parse_args(argv)
     failed = 0
     for path in args.paths:
         try:
-            print(describe(path, args.model))
+            print(describe(path, args.model, args.allow_nonfinite))
         except UserError as error:  # report it and go on with the other files
             print(f"error: {error}", file=sys.stderr)
             failed += 1

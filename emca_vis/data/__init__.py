@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2 as T
@@ -72,10 +73,51 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
     return kind, Path(path).expanduser()
 
 
+MAX_ASPECT = 4  # longer side over shorter side up to which the whole image is resized before the crop
+
+
+class ResizeCenterCrop:
+    """Resize the shorter side to ``resize``, then centre-crop ``size``: ``T.Resize`` + ``T.CenterCrop``,
+    with bounded work for any aspect ratio.
+
+    Resizing a 1 x 1,000,000 image's shorter side to 256 px would make a 256 x 256,000,000 image
+    for a 224 x 224 crop. Images up to :data:`MAX_ASPECT` : 1 take torchvision's path (the
+    same pixels as ever); longer ones have only the crop's source region resampled, with PIL's
+    ``resize(box=...)`` at the same scale and position, so the cost follows ``size``.
+    """
+
+    def __init__(self, resize: int, size: int, interpolation=T.InterpolationMode.BILINEAR, tensor: bool = True):
+        self.resize, self.size, self.tensor = resize, size, tensor
+        self.resample = {T.InterpolationMode.BILINEAR: Image.BILINEAR, T.InterpolationMode.NEAREST: Image.NEAREST,
+                         T.InterpolationMode.BICUBIC: Image.BICUBIC}[interpolation]
+        steps = [T.Resize(resize, interpolation, antialias=True), T.CenterCrop(size)]
+        self.standard = T.Compose([T.ToImage(), *steps] if tensor else steps)
+
+    def __call__(self, image):
+        if not isinstance(image, Image.Image) or self.resize < self.size:
+            return self.standard(image)
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        if long <= MAX_ASPECT * short:
+            return self.standard(image)
+        # torchvision's geometry: shorter side -> resize, longer side truncated; crop offsets rounded.
+        new_long = int(self.resize * long / short)
+        new_width, new_height = (self.resize, new_long) if width <= height else (new_long, self.resize)
+        left, top = int(round((new_width - self.size) / 2)), int(round((new_height - self.size) / 2))
+        sx, sy = width / new_width, height / new_height
+        box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+        crop = image.resize((self.size, self.size), self.resample, box=box)
+        return T.ToImage()(crop) if self.tensor else crop
+
+
+def eval_pixels(input_size: int, resize: int) -> T.Compose:
+    """A PIL image resized (shorter side) and centre-cropped as in evaluation: float ``[3, S, S]`` in [0, 1]."""
+    return T.Compose([ResizeCenterCrop(resize, input_size), T.ToDtype(torch.float32, scale=True)])
+
+
 def eval_transform(input_size: int, resize: int, mean, std) -> T.Compose:
     """Evaluation preprocessing for a PIL image: resize shorter side, centre crop, normalise."""
-    return T.Compose([T.ToImage(), T.Resize(resize, antialias=True), T.CenterCrop(input_size),
-                      T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
+    return T.Compose([eval_pixels(input_size, resize), T.Normalize(mean, std)])
 
 
 def train_transform(info: DataInfo) -> T.Compose:

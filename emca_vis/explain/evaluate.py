@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,8 @@ from tqdm import tqdm
 
 from ..data import build_dataset
 from ..errors import UserError
-from ..inputs import LoadedModel, load_models
+from ..outputs import write_json
+from ..inputs import LoadedModel, add_nonfinite_option, load_models
 from . import metrics
 from .heatmaps import METHODS, check_method, heatmaps, predict
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--road", action="store_true", help="also pytorch-grad-cam's ROAD score (slowest)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--out", default="runs/gradcam-eval", help="output folder")
+    add_nonfinite_option(parser)
     return parser
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1:
         raise UserError("--n must be at least 1")
     failures: list[str] = []
-    models = load_models(args.checkpoint, failures)
+    models = load_models(args.checkpoint, failures, args.allow_nonfinite)
     torch.manual_seed(0)  # ROAD's imputation noise
     rows = []
     for loaded in models:
@@ -67,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "scores.csv")
-    (out / "scores.json").write_text(json.dumps({"data": args.data, "split": args.split, "layer": args.layer,
-                                                 "rows": rows, "errors": failures}, indent=2))
+    write_json(out / "scores.json", {"data": args.data, "split": args.split, "layer": args.layer, "rows": rows,
+                                     "errors": failures}, indent=2)
     print(markdown_table(rows))
     print(f"wrote {out / 'scores.csv'}\nwrote {out / 'scores.json'}")
     return 2 if failures else 0

@@ -22,6 +22,7 @@ from .render import render
 
 def build_parser() -> argparse.ArgumentParser:
     # The compute stack (torch, CAM libraries) is imported here, not for --from.
+    from ..inputs import add_nonfinite_option
     from ..robustness.corruptions import BACKENDS, CORRUPTIONS
     from .compute import Settings
 
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--attention-split", default=defaults.attention_split)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    add_nonfinite_option(parser)
     return parser
 
 
@@ -90,7 +92,7 @@ def settings_from(args: argparse.Namespace):
                     images=list(args.image), grid_corruptions=list(args.grid_corruptions),
                     grid_severities=list(args.grid_severities), batch_size=args.batch_size,
                     throughput_batch=args.throughput_batch, repeats=args.repeats, seed=args.seed,
-                    resume=args.resume, title=args.title)
+                    resume=args.resume, allow_nonfinite=args.allow_nonfinite, title=args.title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,9 @@ empty where no checkpoint has it, so a partial set still gives a table, and says
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
+
+from ..outputs import write_json
 
 PLACEMENTS = ("all", "first", "last")
 SOURCES = ((0, 1), (1, 1), (1, "all"), ("all", 1), ("all", "all"))  # (S, N); S = 0 is plain attention
@@ -101,7 +102,7 @@ def write(table: dict, out: Path, name: str) -> list[Path]:
         writer = csv.DictWriter(handle, fieldnames=["kind", "setting", "label", "top1", "mce"])
         writer.writeheader()
         writer.writerows(table["cells"])
-    paths[2].write_text(json.dumps(table, indent=1))
+    write_json(paths[2], table)
     return paths
 
 
@@ -111,6 +112,7 @@ def main(ablation: str, argv: list[str] | None = None, description: str = "") ->
 
     from ..errors import UserError
     from ..inputs import load_models
+    from ..robustness.results import read_results
     from .models import architecture, clean_accuracy, training_summary
 
     parser = argparse.ArgumentParser(description=description)
@@ -132,10 +134,7 @@ def main(ablation: str, argv: list[str] | None = None, description: str = "") ->
     rows = [{"label": m.label, **architecture(m.meta), "clean": accuracy.get(m.label)} for m in models]
     robustness = None
     if args.robustness:
-        try:
-            robustness = json.loads(Path(args.robustness).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise UserError(f"{args.robustness}: cannot read robustness results ({error})") from None
+        robustness = read_results(args.robustness)
     table = ablation_table(rows, ablation, robustness)
     if not table["cells"]:
         raise UserError(f"none of the checkpoints is part of the {ablation} ablation "

@@ -8,8 +8,6 @@ themselves are the library's (robustness, explanations, attention); this is glue
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import platform
 import sys
 import time
@@ -28,6 +26,7 @@ from ..data import build_dataset
 from ..errors import UserError
 from ..explain.evaluate import evaluation_set, score_model, write_csv
 from ..inputs import LoadedModel, load_models
+from ..outputs import strict, write_json
 from ..robustness import IMAGENET_C, evaluate
 from . import figures, grid
 from .curves import training_curves
@@ -66,6 +65,7 @@ class Settings:
     repeats: int = 5
     seed: int = 0
     resume: bool = False
+    allow_nonfinite: bool = False
     title: str = "Robustness and interpretability report"
 
 
@@ -86,24 +86,13 @@ class _Stages:
         self.started = None
 
 
-def finite(value):
-    """NaN and infinities (a CE over a baseline without errors) -> None: report.json stays valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
-
-
 def compute_report(settings: Settings, out: Path, command: str = "") -> dict:
     """Run all analyses for ``settings``; writes ``out/report.json`` and returns it."""
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     _stage = _Stages()
-    models = load_models(settings.checkpoints, failures)
+    models = load_models(settings.checkpoints, failures, settings.allow_nonfinite)
     report = {"title": settings.title, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "version": __version__, "command": command, "settings": dataclasses.asdict(settings),
               "environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -121,7 +110,7 @@ def compute_report(settings: Settings, out: Path, command: str = "") -> dict:
 
     cells = len(settings.corruptions) * len(settings.severities) + 1
     _stage(2, f"robustness: {len(models)} models x {cells} cells on {settings.n_robustness} images")
-    report["robustness"] = _partial_relative(finite(_robustness(models, settings, out)))
+    report["robustness"] = _partial_relative(strict(_robustness(models, settings, out)))
     report["corruption_families"] = figures.families(report["robustness"]["corruptions"])
     report["imagenet_c"] = list(IMAGENET_C)
 
@@ -137,8 +126,8 @@ def compute_report(settings: Settings, out: Path, command: str = "") -> dict:
 
     _stage(6, "figures")
     report["figures"].update(_robustness_figures(report["robustness"], out))
-    report = finite(report)
-    (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+    report = strict(report)
+    write_json(out / "report.json", report)
     _stage.finish()
     return report
 
@@ -171,7 +160,7 @@ def _robustness(models: list[LoadedModel], settings: Settings, out: Path) -> dic
     return evaluate(checkpoint=[str(m.path) for m in models], data=settings.data, split=settings.split,
                     corruptions=list(settings.corruptions), severities=list(settings.severities),
                     backend=settings.backend, n=settings.n_robustness, batch_size=settings.batch_size,
-                    seed=settings.seed, baseline=baseline, out=str(path))
+                    seed=settings.seed, baseline=baseline, out=str(path), allow_nonfinite=settings.allow_nonfinite)
 
 
 def _explanations(models: list[LoadedModel], settings: Settings, out: Path) -> dict:
@@ -227,7 +216,7 @@ def _attention(models: list[LoadedModel], settings: Settings, out: Path) -> dict
     except UserError as error:
         print(f"warning: attention analysis skipped: {error}", file=sys.stderr)
         return {"skipped": str(error), "figures": {}, "scale_weights": []}
-    (out / "attention.json").write_text(json.dumps(data, indent=1))
+    write_json(out / "attention.json", data)
     folder = out / "figures"
     with _style():
         paths = scaling_figure(data["models"], folder) + scale_weights_figure(data["models"], folder)

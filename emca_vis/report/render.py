@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import struct
 from pathlib import Path
 
 from ..errors import UserError
+from ..validation import read_bytes
 from . import sections
+from .schema import read_report
 from .style import CSS
+
+MAX_FIGURE_BYTES = 32 << 20
 
 
 def png_dpi(data: bytes) -> float:
     """Resolution from a PNG's pHYs chunk (matplotlib writes it); 100 when absent."""
     at = data.find(b"pHYs", 8, 4096)
-    if at < 0:
+    if at < 0 or at + 13 > len(data):
         return 100.0
     per_metre_x, _, unit = struct.unpack(">IIB", data[at + 4:at + 13])
     return per_metre_x * 0.0254 if unit == 1 and per_metre_x else 100.0
@@ -73,10 +76,10 @@ class Document:
         """Embed a PNG, shown at 100 dpi (at most the page's width), numbered and captioned."""
         path = self.source / relative
         try:
-            data = path.read_bytes()
-        except OSError:
-            raise UserError(f"{path}: figure named in report.json is missing; recompute the report") from None
-        if data[:8] != b"\x89PNG\r\n\x1a\n":
+            data = read_bytes(path, "figure (PNG)", MAX_FIGURE_BYTES)
+        except UserError as error:
+            raise UserError(f"{error}; report.json names it as a figure: recompute the report") from None
+        if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
             raise UserError(f"{path}: not a PNG file")
         width, height = struct.unpack(">II", data[16:24])
         shown = 100 / png_dpi(data)  # shown at 100 dpi, figure text is about the size of the body text
@@ -124,14 +127,12 @@ def page(report: dict, doc: Document) -> str:
 
 
 def load(source: Path) -> dict:
+    """The checked ``report.json`` of a results folder."""
     path = Path(source) / "report.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"{path}: no such file; compute the report first (python -m emca_vis.report --out "
-                        f"{source})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: not a JSON file") from None
+                        f"{source})")
+    return read_report(path)
 
 
 def render(source: str | os.PathLike, out: str | os.PathLike | None = None) -> tuple[Path, Path]:
@@ -140,8 +141,6 @@ def render(source: str | os.PathLike, out: str | os.PathLike | None = None) -> t
     source = Path(source)
     out = Path(out) if out is not None else source
     report = load(source)
-    if "models" not in report or "title" not in report:
-        raise UserError(f"{source / 'report.json'}: not written by python -m emca_vis.report")
     out.mkdir(parents=True, exist_ok=True)
     doc = Document(source, out)
     sections.build(report, doc)

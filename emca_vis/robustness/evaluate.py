@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,15 +25,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
-from ..data import build_dataset
+from ..data import build_dataset, eval_pixels
 from ..errors import UserError
-from ..inputs import LoadedModel, load_models
+from ..inputs import LoadedModel, add_nonfinite_option, load_models
+from ..outputs import json_text, write_json
 from . import cdata
 from .corruptions import BACKENDS, CORRUPTIONS, SEVERITIES, check, corrupt
 from .metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, IMAGENET_C, summarize
+from .results import read_cells
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", "--num-images", dest="n", type=int, default=500, help="images (the first n of the split)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    add_nonfinite_option(parser)
     parser.add_argument("--out", default="runs/robustness/results.json")
     return parser
 
@@ -86,10 +87,10 @@ def run(args: argparse.Namespace, failures: list[str] | None = None,
         for severity in args.severities:
             check(name, severity, args.backend)
     rank, world = _init_distributed()
-    models = load_models(args.checkpoint, failures)
+    models = load_models(args.checkpoint, failures, args.allow_nonfinite)
     baseline = args.baseline or ("alexnet" if args.data.startswith("imagenet") else models[0].label)
     if baseline != "alexnet" and baseline not in [m.label for m in models]:
-        models += load_models([baseline], failures)
+        models += load_models([baseline], failures, args.allow_nonfinite)
         baseline = models[-1].label
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace, failures: list[str] | None = None,
     results = None
     if rank == 0:
         results = build_results(models, done, args, baseline)
-        out.write_text(json.dumps(results, indent=1))
+        write_json(out, results)
         write_csv(results, out.with_suffix(".csv"))
     if world > 1:
         dist.destroy_process_group()
@@ -121,7 +122,7 @@ def _by_preprocessing(models: list[LoadedModel]) -> list[list[LoadedModel]]:
     """Models that see the same pixels (input size and resize) share each corrupted batch."""
     groups: dict[tuple, list[LoadedModel]] = {}
     for m in models:
-        groups.setdefault((m.meta["input_size"], m.meta["resize"]), []).append(m)
+        groups.setdefault((m.input_size, m.resize), []).append(m)
     return list(groups.values())
 
 
@@ -133,8 +134,7 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
         if list(info.class_names) != m.class_names:
             raise UserError(f"{m.path}: its classes are not those of {args.data} (in order); refusing to score it")
     # Corruptions act on the resized, cropped image in [0, 1]; normalisation comes after.
-    dataset.transform = T.Compose([T.ToImage(), T.Resize(first.meta["resize"], antialias=True),
-                                   T.CenterCrop(first.input_size), T.ToDtype(torch.float32, scale=True)])
+    dataset.transform = eval_pixels(first.input_size, first.resize)
     cells = [("clean", 0)] + [(c, s) for c in args.corruptions for s in args.severities]
     for k, (corruption, severity) in enumerate(tqdm(cells, desc="cells", disable=rank != 0 or None)):
         if progress is not None:
@@ -161,7 +161,7 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
             done[(m.label, corruption, severity)] = cell
             if rank == 0:
                 with cells_path.open("a") as handle:
-                    handle.write(json.dumps(cell) + "\n")
+                    handle.write(json_text(cell, indent=None) + "\n")
     if progress is not None:
         progress(len(cells))
 
@@ -188,15 +188,11 @@ def _setting(args) -> str:
 
 
 def _read_cells(path: Path, rank: int, setting: str) -> dict:
-    """Finished cells of this setting; a last line cut short by a kill is dropped (that cell is redone)."""
-    text = path.read_text() if path.exists() else ""
-    complete = text[: text.rfind("\n") + 1]
-    if rank == 0 and complete != text:
-        path.write_text(complete)  # so appended cells start on a line of their own
+    """Finished cells of this setting, checked (:func:`.results.read_cells`); a last line cut
+    short by a kill is dropped (that cell is redone)."""
     done = {}
-    for line in complete.splitlines():
-        cell = json.loads(line)
-        if cell.get("setting") == setting:
+    for cell in read_cells(path, repair=rank == 0):
+        if cell["setting"] == setting:
             done[(cell["model"], cell["corruption"], cell["severity"])] = cell
     return done
 

@@ -1,0 +1,135 @@
+"""The files of a robustness run, as read back: the results JSON and the ``.cells.jsonl`` lines.
+
+Both are checked against a schema (types, ranges, sizes, consistency) before any tool uses
+them, so a truncated, edited or foreign file is one line naming it and its first problem.
+Optional fields of the results JSON get their defaults here: ``ce`` and ``relative_ce`` ``{}``
+(no CE shown), the scores ``None`` (shown as a dash), ``data``/``split``/``backend``/``baseline``
+``None``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import UserError
+from ..validation import FreeJson, Name, Text, parse_json, read_bytes, validate
+from .corruptions import SEVERITIES
+
+MAX_MODELS = 100
+MAX_CORRUPTIONS = 50
+MAX_RESULTS_BYTES = 16 << 20  # a full run of 100 models is well under 1 MB
+MAX_CELLS_BYTES = 64 << 20
+
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
+Ratio = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False, strict=True)]
+Severity = Annotated[int, Field(ge=min(SEVERITIES), le=max(SEVERITIES), strict=True)]
+SeverityKey = Annotated[str, Field(pattern=f"^[{min(SEVERITIES)}-{max(SEVERITIES)}]$")]
+Count = Annotated[int, Field(ge=0, le=10**12, strict=True)]
+
+
+class ModelResults(BaseModel):
+    """One model's errors and scores (fractions; CE as a ratio of the baseline's errors)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, FreeJson]
+
+    clean_error: Fraction
+    errors: dict[Name, dict[SeverityKey, Fraction]] = Field(max_length=MAX_CORRUPTIONS)
+    checkpoint: Text | None = None
+    n: Annotated[int, Field(ge=1, le=10**12, strict=True)] | None = None
+    ce: dict[Name, Ratio | None] = Field(default_factory=dict, max_length=MAX_CORRUPTIONS)
+    relative_ce: dict[Name, Ratio | None] = Field(default_factory=dict, max_length=MAX_CORRUPTIONS)
+    mce: Ratio | None = None
+    relative_mce: Ratio | None = None
+    mce_over: list[Name] = Field(default_factory=list, max_length=MAX_CORRUPTIONS)
+    mean_corruption_accuracy: Fraction | None = None
+
+
+class Results(BaseModel):
+    """The results JSON of ``python -m emca_vis.robustness`` (also the report's ``robustness.json``)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, FreeJson]
+
+    models: dict[Name, ModelResults] = Field(min_length=1, max_length=MAX_MODELS)
+    corruptions: list[Name] = Field(max_length=MAX_CORRUPTIONS)
+    severities: list[Severity] = Field(max_length=len(SEVERITIES))
+    data: Text | None = None
+    split: Name | None = None
+    backend: Name | None = None
+    baseline: Name | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Results:
+        severities = {str(s) for s in self.severities}
+        for label, model in self.models.items():
+            if set(model.errors) != set(self.corruptions):
+                odd = sorted(set(model.errors) ^ set(self.corruptions))[0]
+                raise ValueError(f"models.{label}.errors: its corruptions are not those listed (e.g. {odd!r})")
+            for corruption, by_severity in model.errors.items():
+                if set(by_severity) != severities:
+                    odd = sorted(set(by_severity) ^ severities)[0]
+                    raise ValueError(f"models.{label}.errors.{corruption}: its severities are not those listed "
+                                     f"(e.g. {odd})")
+        return self
+
+
+class Cell(BaseModel):
+    """One line of ``<out>.cells.jsonl``: a finished (model, corruption, severity) count."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Name
+    corruption: Name
+    severity: Annotated[int, Field(ge=0, le=max(SEVERITIES), strict=True)]
+    correct: Count
+    total: Annotated[int, Field(ge=1, le=10**12, strict=True)]
+    setting: Text
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Cell:
+        if self.correct > self.total:
+            raise ValueError(f"correct={self.correct} is more than total={self.total}")
+        if (self.corruption == "clean") != (self.severity == 0):
+            raise ValueError("severity 0 is for the clean cell only")
+        return self
+
+
+def parse_results(data: bytes | str, name: str) -> dict[str, Any]:
+    """Results JSON text -> checked dict with defaults filled in; one-line :class:`UserError` otherwise."""
+    return validate(Results, parse_json(data, name, MAX_RESULTS_BYTES), name).model_dump(mode="json")
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """A results JSON file, checked (see :func:`parse_results`)."""
+    return parse_results(read_bytes(path, "results JSON", MAX_RESULTS_BYTES), str(path))
+
+
+def read_cells(path: str | os.PathLike, repair: bool = False) -> list[dict]:
+    """The checked cells of a ``.cells.jsonl`` file. A last line cut short by a kill is not a
+    cell: it is dropped (its cell is redone) and, with ``repair``, removed from the file so
+    that appended cells start on a line of their own."""
+    if not os.path.exists(path):
+        return []
+    raw = read_bytes(path, "cells file", MAX_CELLS_BYTES)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; delete it to recompute its cells") from None
+    complete = text[: text.rfind("\n") + 1]
+    cells = []
+    for number, line in enumerate(complete.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            cells.append(validate(Cell, parse_json(line, where, MAX_CELLS_BYTES), where).model_dump())
+        except UserError as error:
+            raise UserError(f"{error}; delete that line (or the file) to recompute its cell") from None
+    if repair and complete != text:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(complete)
+    return cells
