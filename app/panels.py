@@ -7,7 +7,6 @@ to a setting seen before costs nothing.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import streamlit as st
@@ -15,6 +14,7 @@ import streamlit as st
 from emca_vis import interactive as iv
 from emca_vis.errors import UserError
 from emca_vis.inputs import LoadedModel
+from emca_vis.outputs import json_text
 from emca_vis.robustness import CORRUPTIONS, SEVERITIES, markdown_table
 
 ROBUSTNESS_DEFAULTS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
@@ -263,8 +263,8 @@ def robustness_panel(settings: dict) -> None:
                 results = iv.read_results(upload.getvalue(), name)
             elif pick != "(none)":
                 name = str(pick)
-                results = iv.read_results(Path(pick).read_bytes(), name)
-        except (UserError, OSError) as error:
+                results = iv.read_results_file(pick)
+        except UserError as error:
             st.error(f"Results refused: {error}")
             results = None
         if results is None and upload is None and pick == "(none)":
@@ -304,8 +304,8 @@ def _run_evaluation(settings: dict) -> tuple[dict | None, str | None]:
 
 
 def _show_results(results: dict, name: str) -> None:
-    st.markdown(f"**{name}** · {results.get('data', '?')} {results.get('split', '')} · "
-                f"{results.get('backend', '?')} backend · CE relative to **{results.get('baseline', '?')}**")
+    st.markdown(f"**{name}** · {results['data'] or '?'} {results['split'] or ''} · "
+                f"{results['backend'] or '?'} backend · CE relative to **{results['baseline'] or '?'}**")
     st.dataframe(iv.summary_rows(results), hide_index=True, width="stretch")
     st.image(iv.robustness_figure(results), width="stretch", alt="robustness figure")
     st.markdown("**CE per corruption** (% of the baseline's errors)")
@@ -314,7 +314,7 @@ def _show_results(results: dict, name: str) -> None:
         st.dataframe(iv.error_rows(results), hide_index=True, width="stretch")
     with st.expander("Markdown table"):
         st.code(markdown_table(results), language="markdown")
-    st.download_button("Download results JSON", json.dumps(results, indent=1), file_name="results.json",
+    st.download_button("Download results JSON", json_text(results), file_name="results.json",
                        mime="application/json")
 
 
@@ -330,7 +330,7 @@ def models_panel(models: list[LoadedModel]) -> None:
             st.markdown(f"`{loaded.path}`")
             left, right = st.columns(2)
             left.markdown("**Training metrics**")
-            left.json(meta.get("metrics") or {}, expanded=True)
+            left.json(meta["metrics"], expanded=True)
             right.markdown("**Model and training arguments**")
-            right.json({"model": meta.get("model"), "model_kwargs": meta.get("model_kwargs"),
-                        "train_args": meta.get("train_args")}, expanded=False)
+            right.json({"model": meta["model"], "model_kwargs": meta["model_kwargs"],
+                        "train_args": meta["train_args"]}, expanded=False)

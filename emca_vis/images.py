@@ -4,8 +4,9 @@ Formats: JPEG, PNG, WebP, BMP and TIFF. Modes: grayscale, 1-bit, palette, RGBA/L
 transparent images (composited over white), 16-bit grayscale (its full 0..65535 range scaled to
 0..255), float grayscale (0..1 or 0..255), CMYK. EXIF orientation is applied.
 
-Missing, unreadable, non-image, truncated and oversized (decompression bomb) files raise
-:class:`ImageError`, whose one-line message names the file and the problem.
+Missing, unreadable, non-image, truncated and oversized (decompression bomb) files, and
+anything but a regular file (a FIFO would block forever), raise :class:`ImageError`, whose
+one-line message names the file and the problem.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
+from .validation import open_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -35,9 +37,13 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     if path.is_dir():
         raise ImageError(f"{path}: is a directory, not an image")
     try:
-        with warnings.catch_warnings():
+        handle = open_regular(path)  # a FIFO or device would block or never end
+    except UserError as error:
+        raise ImageError(str(error)) from None
+    try:
+        with handle, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:  # lazy: reads the header only
+            with Image.open(handle) as image:  # lazy: reads the header only
                 width, height = image.size
                 if width * height > max_pixels:
                     raise ImageError(f"{path}: {width}x{height} = {width * height} pixels is over the "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
 import tempfile
@@ -45,7 +44,10 @@ from .explain.metrics import boxes_to_masks, energy_pointing_game, pointing_game
 from .images import IMAGE_SUFFIXES, ImageError, find_images, load_image  # noqa: E402
 from .inputs import LoadedModel, load_models  # noqa: E402
 from .profile import count_gflops, count_parameters  # noqa: E402
+from .data import ResizeCenterCrop  # noqa: E402
 from .robustness import CORRUPTIONS, SEVERITIES, corrupt, evaluate  # noqa: E402
+from .robustness.results import parse_results  # noqa: E402
+from .robustness.results import read_results as read_results_file  # noqa: E402  (a listed results file)
 
 DEMO_FOLDER = "demo checkpoints"
 DEFAULT_MODELS = ("resnet18", "resnet18_eca", "resnet18_emca_eca")
@@ -53,6 +55,7 @@ SAMPLE_SPLIT = "test"
 SAMPLE_COUNT = 24
 DEFAULT_SAMPLE = 7  # the image `make demo` writes to runs/demo/sample.png
 MAX_PIXELS = 40_000_000  # uploads and dropped images above this are refused before decoding
+MAX_UPLOAD_BYTES = 20 << 20  # as streamlit's server.maxUploadSize in .streamlit/config.toml
 DISPLAY_SIZE = 224
 BOX_COLOUR = (0, 230, 118)  # green: stands out on the inferno colour map
 POINTING_TOLERANCE_AT_224 = 15  # as in emca_vis.explain.evaluate
@@ -105,12 +108,12 @@ def checkpoint_options(folder: str | Path) -> dict[str, Path]:
     order. The label is the model name from the metadata, or the file name where that is not
     unique or not readable."""
     folder = Path(folder)
-    paths = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    paths = sorted(p for p in folder.glob("*.safetensors") if p.is_file()) if folder.is_dir() else []
     names = {}
     for path in paths:
         try:
-            names[path] = str(read_metadata(path)["model"])
-        except (UserError, KeyError, TypeError):
+            names[path] = read_metadata(path)["model"]
+        except UserError:
             names[path] = path.stem
     counts = Counter(names.values())
     options = {(name if counts[name] == 1 else path.stem): path for path, name in names.items()}
@@ -179,6 +182,8 @@ def upload_image(name: str, data: bytes, max_pixels: int = MAX_PIXELS) -> InputI
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name)[:100] or "upload"
     if not data:
         raise ImageError(f"{name}: empty file")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ImageError(f"{name}: {len(data):,} bytes is over the {MAX_UPLOAD_BYTES:,}-byte upload limit")
     with tempfile.TemporaryDirectory(prefix="emca-vis-upload-") as folder:
         path = Path(folder) / safe
         path.write_bytes(data)
@@ -203,7 +208,7 @@ def folder_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> InputImage:
     image = load_image(path, max_pixels=max_pixels)
     xml = path.with_suffix(".xml")
     mask, label = None, None
-    if xml.exists():
+    if xml.is_file():  # a regular file: a FIFO named like it would block
         try:
             boxes = read_voc_boxes(xml)
         except ValueError:
@@ -242,9 +247,7 @@ def model_mask(loaded: LoadedModel, mask: np.ndarray | None) -> np.ndarray | Non
     """An object mask of the original image mapped through the model's resize and centre crop."""
     if mask is None:
         return None
-    meta = loaded.meta
-    transform = T.Compose([T.Resize(meta["resize"], interpolation=T.InterpolationMode.NEAREST),
-                           T.CenterCrop(meta["input_size"])])
+    transform = ResizeCenterCrop(loaded.resize, loaded.input_size, T.InterpolationMode.NEAREST, tensor=False)
     mapped = np.asarray(transform(Image.fromarray(mask.astype(np.uint8) * 255))) >= 128
     return mapped if mapped.any() else None
 
@@ -391,8 +394,7 @@ def attention_rows(results: dict[str, dict]) -> list[dict]:
 def model_facts(loaded: LoadedModel) -> dict:
     """Architecture, size, cost and training metrics of a checkpoint, from its metadata."""
     meta = loaded.meta
-    metrics = meta.get("metrics") or {}
-    train = meta.get("train_args") or {}
+    metrics, train = meta["metrics"], meta["train_args"]
     with _MODEL_LOCK:
         gflops = count_gflops(loaded.model, loaded.input_size)
     return {
@@ -407,10 +409,10 @@ def model_facts(loaded: LoadedModel) -> dict:
         "optimizer": train.get("optimizer"),
         "input px": loaded.input_size,
         "classes": meta["num_classes"],
-        "dataset": meta.get("dataset"),
-        "options": ", ".join(f"{k}={v}" for k, v in (meta.get("model_kwargs") or {}).items()),
+        "dataset": meta["dataset"],
+        "options": ", ".join(f"{k}={v}" for k, v in meta["model_kwargs"].items()),
         "checkpoint": loaded.path.name,
-        "created": meta.get("created"),
+        "created": meta["created"],
     }
 
 
@@ -423,20 +425,10 @@ def _maybe_round(value, digits: int):
 
 
 def read_results(data: bytes | str, name: str = "results") -> dict:
-    """A results JSON of ``python -m emca_vis.robustness``, checked; one-line :class:`UserError` otherwise."""
-    try:
-        results = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{name}: not a JSON file") from None
-    fields = ("models", "corruptions", "severities")
-    if not isinstance(results, dict) or any(f not in results for f in fields) or not isinstance(
-            results["models"], dict) or not results["models"]:
-        raise UserError(f"{name}: not a results JSON of python -m emca_vis.robustness "
-                        "(needs models, corruptions and severities)")
-    for label, model in results["models"].items():
-        if not isinstance(model, dict) or "clean_error" not in model or "errors" not in model:
-            raise UserError(f"{name}: model {label!r} has no clean_error / errors")
-    return results
+    """A results JSON of ``python -m emca_vis.robustness``, checked against its schema
+    (:mod:`emca_vis.robustness.results`: size, types, ranges, consistency); one-line
+    :class:`UserError` otherwise."""
+    return parse_results(data, name)
 
 
 def find_results(root: str | Path | None = None, limit: int = 50) -> list[Path]:
@@ -466,15 +458,15 @@ def summary_rows(results: dict) -> list[dict]:
     """Per model: clean error, mCE, relative mCE, mean corruption accuracy (all in %)."""
     rows = []
     for label, m in results["models"].items():
-        rows.append({"model": label, "images": m.get("n"), "clean error (%)": _pct(m.get("clean_error")),
-                     "mCE (%)": _pct(m.get("mce")), "relative mCE (%)": _pct(m.get("relative_mce")),
-                     "mean corruption accuracy (%)": _pct(m.get("mean_corruption_accuracy"))})
+        rows.append({"model": label, "images": m["n"], "clean error (%)": _pct(m["clean_error"]),
+                     "mCE (%)": _pct(m["mce"]), "relative mCE (%)": _pct(m["relative_mce"]),
+                     "mean corruption accuracy (%)": _pct(m["mean_corruption_accuracy"])})
     return rows
 
 
 def ce_rows(results: dict) -> list[dict]:
     """Per model: CE of every corruption (in % of the baseline's errors)."""
-    return [{"model": label, **{c: _pct(m.get("ce", {}).get(c)) for c in results["corruptions"]}}
+    return [{"model": label, **{c: _pct(m["ce"].get(c)) for c in results["corruptions"]}}
             for label, m in results["models"].items()]
 
 
@@ -508,13 +500,13 @@ def robustness_figure(results: dict) -> bytes:
         left.set_xticks(range(0, max(SEVERITIES) + 1))
         width = 0.8 / max(len(models), 1)
         for i, (label, m) in enumerate(models.items()):
-            values = [np.nan if m.get("ce", {}).get(c) is None else 100 * m["ce"][c] for c in corruptions]
+            values = [np.nan if m["ce"].get(c) is None else 100 * m["ce"][c] for c in corruptions]
             right.bar(np.arange(len(corruptions)) - 0.4 + width * (i + 0.5), values, width=width,
                       color=colours[label], label=label)
         right.axhline(100, color="black", lw=0.6, ls="--")
         right.set_xticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions], rotation=30,
                          ha="right")
-        right.set(ylabel=f"CE (% of {results.get('baseline', 'baseline')})", title="corruption error (CE)")
+        right.set(ylabel=f"CE (% of {results['baseline'] or 'the baseline'})", title="corruption error (CE)")
         fig.legend(*left.get_legend_handles_labels(), loc="outside right center")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110)
@@ -526,5 +518,5 @@ __all__ = ["CORRUPTIONS", "DEFAULT_MODELS", "DEMO_FOLDER", "IMAGE_SUFFIXES", "In
            "SEVERITIES", "attention_figures", "attention_results", "attention_rows", "ce_rows", "checkpoint_folders",
            "checkpoint_options", "checkpoint_root", "class_choices", "default_models", "error_rows", "explain",
            "find_results", "folder_image", "folder_images", "image_dir", "input_views", "layer_choices", "load_model",
-           "model_facts", "overlay", "read_results", "robustness_figure", "run_robustness", "sample_image",
+           "model_facts", "overlay", "read_results", "read_results_file", "robustness_figure", "run_robustness", "sample_image",
            "sample_names", "summary_rows", "upload_image"]

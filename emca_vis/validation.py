@@ -49,9 +49,9 @@ def regular_file(path: str | os.PathLike, what: str = "file", max_bytes: int | N
     except OSError as error:
         raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
     if not stat.S_ISREG(info.st_mode):
-        raise UserError(f"{path}: is {_kind(info.st_mode)}, not a {what}")
+        raise UserError(f"{path}: is {_kind(info.st_mode)}, not a regular file")
     if max_bytes is not None and info.st_size > max_bytes:
-        raise UserError(f"{path}: {info.st_size:,} bytes is over the {max_bytes:,}-byte limit for a {what}")
+        raise UserError(f"{path}: {info.st_size:,} bytes is over the {max_bytes:,}-byte limit")
     return info
 
 
@@ -67,7 +67,7 @@ def open_regular(path: str | os.PathLike, what: str = "file", max_bytes: int | N
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or (max_bytes is not None and info.st_size > max_bytes):
         os.close(fd)
-        raise UserError(f"{path}: changed while being opened; not a regular {what} within the size limit")
+        raise UserError(f"{path}: changed while being opened; not a regular file within the size limit")
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
@@ -78,7 +78,7 @@ def read_bytes(path: str | os.PathLike, what: str = "file", max_bytes: int = 64 
     with open_regular(path, what, max_bytes) as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise UserError(f"{path}: over the {max_bytes:,}-byte limit for a {what}")
+        raise UserError(f"{path}: over the {max_bytes:,}-byte limit")
     return data
 
 
@@ -108,9 +108,9 @@ def validate(schema: type[Model], data: Any, name: str) -> Model:
         raise UserError(f"{name}: JSON nested too deeply") from None
 
 
-def read_json(path: str | os.PathLike, schema: type[Model], what: str, max_bytes: int) -> Model:
+def read_json(path: str | os.PathLike, schema: type[Model], max_bytes: int) -> Model:
     """A JSON file checked against ``schema``: regular file, size, syntax, nesting, schema."""
-    return validate(schema, parse_json(read_bytes(path, what, max_bytes), str(path), max_bytes), str(path))
+    return validate(schema, parse_json(read_bytes(path, "file", max_bytes), str(path), max_bytes), str(path))
 
 
 def first_problem(error: ValidationError) -> str:

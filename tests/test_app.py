@@ -244,9 +244,9 @@ def test_robustness_panel_loads_results_json(tmp_path):
 
     at.get("file_uploader")[0].set_value(("broken.json", b"{\"models\": 3}", "application/json")).run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["Results refused: broken.json: not a results JSON of python -m "
-                                           "emca_vis.robustness (needs models, corruptions and severities)"]
-    with pytest.raises(UserError, match="x.json: not a JSON file"):
+    assert [e.value for e in at.error] == ["Results refused: broken.json: models: Input should be a valid "
+                                           "dictionary (got 3)"]
+    with pytest.raises(UserError, match="x.json: not valid JSON"):
         iv.read_results(b"\x00", "x.json")
 
 

@@ -46,6 +46,8 @@ def scaling_figure(models: dict[str, dict], out: Path) -> list[Path]:
     """The paper's scaling figure: per stage, mean channel scale vs channel index, one line per model."""
     colours = _colours(models)
     stages = sorted({s for result in models.values() for s in stage_modules(result)})
+    if not stages:  # plain ResNets only: no attention module to draw
+        return []
     fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.0), squeeze=False, sharey=True,
                              layout="constrained")
     for ax, stage in zip(axes[0], stages):
@@ -118,6 +120,8 @@ def distribution_figure(models: dict[str, dict], out: Path) -> list[Path]:
     """Histogram (density) of channel scales per stage, one line per model."""
     colours = _colours(models)
     stages = sorted({s for result in models.values() for s in stage_modules(result)})
+    if not stages:
+        return []
     centres = (np.arange(BINS) + 0.5) / BINS
     fig, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.0), squeeze=False, layout="constrained")
     for ax, stage in zip(axes[0], stages):

@@ -95,6 +95,7 @@ class AttentionData(BaseModel):
 
 
 def read_attention(path: str | os.PathLike) -> dict[str, Any]:
-    """A saved ``attention.json``, checked; one-line :class:`UserError` naming it otherwise."""
-    data = read_json(path, AttentionData, "attention JSON", MAX_ATTENTION_BYTES)
-    return data.model_dump(mode="json", by_alias=True)
+    """A saved ``attention.json``, checked; one-line :class:`UserError` naming it otherwise.
+    Optional keys absent from the file stay absent (a module without ``scale_weights`` is not EMCA's)."""
+    data = read_json(path, AttentionData, MAX_ATTENTION_BYTES)
+    return data.model_dump(mode="json", by_alias=True, exclude_unset=True)

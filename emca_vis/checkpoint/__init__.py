@@ -32,7 +32,6 @@ from .metadata import MAX_HEADER_BYTES, check_metadata
 
 META_KEY = "emca_vis"
 FOREIGN_SUFFIXES = (".pt", ".pth", ".bin")
-MODEL_OPTIONS = ("placement", "emca_stages", "emca_blocks", "stem", "width", "gate")
 
 
 class CheckpointError(UserError):
@@ -53,7 +52,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta) -> Path:
         raise ValueError("save_checkpoint needs a model built by emca_vis.models.create_model")
     record = check_metadata({
         "model": config["name"],
-        "model_kwargs": {k: config[k] for k in MODEL_OPTIONS},
+        "model_kwargs": model_options(config),
         "num_classes": config["num_classes"],
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -78,6 +77,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def model_options(config: dict) -> dict:
+    """The ``create_model`` options of a model's ``config`` (everything but name and class count)."""
+    return {k: v for k, v in config.items() if k not in ("name", "num_classes")}
 
 
 def _header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
@@ -156,6 +160,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     check_finite(path, state_dict, allow_nonfinite)
     net = _build(path, meta)
     net.load_state_dict(state_dict)
+    meta["model_kwargs"] = model_options(net.config)  # the options in effect, create_model's defaults included
     return net.to(map_location).eval(), meta
 
 

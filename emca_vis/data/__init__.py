@@ -26,6 +26,7 @@ from torchvision import datasets
 from torchvision.transforms import v2 as T
 
 from ..errors import UserError
+from ..validation import regular_file
 from .shapes import SHAPE_CLASSES, ShapesDataset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -170,6 +171,9 @@ def _cifar(kind: str, root: Path, split: str) -> Dataset:
     if not (root / folder).is_dir():
         raise DatasetError(f"{kind}: expected {root / folder} (torchvision's format: extract the python "
                            f"version of the archive into {root}); nothing is downloaded")
+    for path in (root / folder).iterdir():  # torchvision reads the files: a FIFO among them would block
+        if not path.is_dir():
+            regular_dataset_file(path)
     try:
         return cls(str(root), train=split == "train", download=False)
     except RuntimeError as error:
@@ -185,14 +189,32 @@ def _image_folder(kind: str, root: Path, split: str) -> Dataset:
     if kind == "imagenet" and not has_class_dirs:
         return _flat_imagenet_val(root, folder)
     try:
-        return datasets.ImageFolder(str(folder))
+        return datasets.ImageFolder(str(folder), is_valid_file=image_file)
     except (FileNotFoundError, RuntimeError) as error:
         raise DatasetError(f"{kind}: {folder}: {error}") from None
 
 
+def regular_dataset_file(path: Path) -> Path:
+    """``path`` if it is a regular file; a FIFO, device or socket (which would block the loader) is refused."""
+    try:
+        regular_file(path)
+    except UserError as error:
+        raise DatasetError(str(error)) from None
+    return path
+
+
+def image_file(path: str) -> bool:
+    """ImageFolder's test of a file: an image suffix, and a regular file (refused otherwise)."""
+    if not datasets.folder.has_file_allowed_extension(path, datasets.folder.IMG_EXTENSIONS):
+        return False
+    regular_dataset_file(Path(path))
+    return True
+
+
 def _flat_imagenet_val(root: Path, folder: Path) -> Dataset:
     """ImageNet's val/ as distributed: flat JPEGs, labels in LOC_val_solution.csv."""
-    solution = next((p for p in (root / "LOC_val_solution.csv", folder / "LOC_val_solution.csv") if p.exists()), None)
+    solution = next((regular_dataset_file(p) for p in (root / "LOC_val_solution.csv", folder / "LOC_val_solution.csv")
+                     if p.exists()), None)
     if solution is None:
         raise DatasetError(f"imagenet: {folder} has no class folders and no LOC_val_solution.csv beside it; "
                            "put val images in <wnid>/ folders or add the labels file")

@@ -8,28 +8,32 @@ named by the checkpoint's ``train_args.out``, or under ``<demo dir>/runs/<model>
 from __future__ import annotations
 
 import csv
-import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
 
 from ..attention.plots import STYLE  # noqa: E402
 from ..demo import demo_dir  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..inputs import LoadedModel  # noqa: E402
+from ..validation import FreeJson, parse_json, read_bytes, validate  # noqa: E402
 from .figures import MARKERS, colours, save_png  # noqa: E402
 
 LOG_NAMES = ("metrics.jsonl", "metrics.csv")
+MAX_LOG_BYTES = 64 << 20
 
 
 def find_log(loaded: LoadedModel) -> Path | None:
     """The training log of a checkpoint, or ``None`` when none is where training writes it."""
     folders = [loaded.path.parent]
-    out = (loaded.meta.get("train_args") or {}).get("out")
+    out = loaded.meta["train_args"].get("out")
     if out:
         folders.append(Path(out))
     folders.append(demo_dir() / "runs" / loaded.meta["model"])
@@ -49,17 +53,31 @@ def read_log(path: Path) -> list[dict]:
             raise UserError(f"{path}: no metrics.jsonl or metrics.csv in this folder")
         path = found
     try:
-        text = path.read_text()
-    except OSError as error:
-        raise UserError(f"{path}: cannot read the training log ({error.strerror})") from None
+        text = read_bytes(path, "file", MAX_LOG_BYTES).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: the training log is not UTF-8 text") from None
     if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        lines = [(n, parse_json(line, f"{path}, line {n}", MAX_LOG_BYTES))
+                 for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     else:
-        rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
-    rows = [row for row in rows if row.get("epoch") is not None]
+        lines = [(n, {k: _number(v) for k, v in row.items()})
+                 for n, row in enumerate(csv.DictReader(text.splitlines()), start=2)]
+    rows = [validate(LogRow, row, f"{path}, line {n}").model_dump() for n, row in lines]
+    rows = [row for row in rows if row["epoch"] is not None]
     if not rows:
         raise UserError(f"{path}: no epoch rows; is it a metrics log of python -m emca_vis.train?")
     return rows
+
+
+class LogRow(BaseModel):
+    """One epoch of a training log: the numbers the figure draws are checked, the rest kept."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, FreeJson]
+
+    epoch: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
+    val_top1: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    train_top1: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
 
 
 def _number(value: str):
@@ -105,11 +123,17 @@ def training_curves(models: Sequence[LoadedModel], path: Path, logs: dict[str, P
             log = find_log(m)
             if log is not None:
                 found[m.label] = log
-    curves = {label: read_log(p) for label, p in found.items()}
+    curves = {}
+    for label, log in found.items():
+        try:
+            curves[label] = read_log(log)
+        except UserError as error:  # a broken log costs its curve, not the report
+            print(f"warning: no training curve for {label}: {error}", file=sys.stderr)
+    found = {label: log for label, log in found.items() if label in curves}
     missing = [m.label for m in models if m.label not in curves]
     endpoints = {}
     for m in models:
-        metrics = m.meta.get("metrics") or {}
+        metrics = m.meta["metrics"]
         if m.label in missing and metrics.get("epoch") is not None and metrics.get("val_top1") is not None:
             endpoints[m.label] = (metrics["epoch"], metrics["val_top1"])
     figure = curves_figure(curves, path, endpoints) if curves or endpoints else None

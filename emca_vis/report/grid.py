@@ -19,7 +19,6 @@ from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from torchvision.transforms import v2 as T  # noqa: E402
 
 from ..attention.plots import STYLE  # noqa: E402
 from ..data import build_dataset  # noqa: E402
@@ -76,8 +75,7 @@ def explain_sample(models: Sequence[LoadedModel], sample: dict, conds: list[tupl
               "conditions": [condition_title(c) for c in conds], "models": {}}
     arrays: dict[str, np.ndarray] = {}
     for m in models:
-        pixels = T.Compose([T.ToImage(), T.Resize(m.meta["resize"], antialias=True), T.CenterCrop(m.input_size),
-                            T.ToDtype(torch.float32, scale=True)])(sample["image"])[None]
+        pixels = m.pixels(sample["image"])[None]
         batch = torch.cat([pixels if name == "clean" else corrupt(pixels, name, severity, "torch", seed=seed)
                            for name, severity in conds]).clamp(0, 1)
         x = m.normalise(batch)

@@ -28,7 +28,7 @@ def architecture(meta: dict) -> dict:
         depth, attention, emca = parse_model_name(meta["model"])
     except UnknownModelError:
         depth, attention, emca = None, None, False
-    kwargs = meta.get("model_kwargs", {})
+    kwargs = meta["model_kwargs"]
     name = ATTENTION_NAMES.get(attention, str(attention))
     return {"depth": depth, "attention": attention, "emca": emca,
             "kind": f"EMCA-{name}" if emca else name,
@@ -51,12 +51,12 @@ def counterpart_name(meta: dict) -> str | None:
 
 def training_summary(meta: dict) -> dict:
     """What the checkpoint says about its training (missing fields stay None)."""
-    metrics, args = meta.get("metrics", {}) or {}, meta.get("train_args", {}) or {}
-    return {"dataset": meta.get("dataset"), "input_size": meta.get("input_size"),
+    metrics, args = meta["metrics"], meta["train_args"]
+    return {"dataset": meta["dataset"], "input_size": meta["input_size"],
             "epoch": metrics.get("epoch"), "epochs": args.get("epochs"),
             "val_top1": _fraction(metrics.get("val_top1")), "val_top5": _fraction(metrics.get("val_top5")),
             "optimizer": args.get("optimizer"), "lr": args.get("lr"), "batch_size": args.get("batch_size"),
-            "created": meta.get("created")}
+            "created": meta["created"]}
 
 
 def _fraction(percent) -> float | None:
@@ -77,7 +77,7 @@ def clean_accuracy(models: Sequence[LoadedModel], spec: str, split: str, n: int,
     Models with the same preprocessing share each batch, so the images are read once.
     """
     results = {}
-    preprocessing = _groups(models, lambda m: (m.input_size, m.meta["resize"], tuple(m.meta["mean"]),
+    preprocessing = _groups(models, lambda m: (m.input_size, m.resize, tuple(m.meta["mean"]),
                                                tuple(m.meta["std"])))
     for group in preprocessing.values():
         dataset, info = build_dataset(spec, split, image_size=group[0].input_size, train=False)
@@ -132,5 +132,5 @@ def model_rows(models: Sequence[LoadedModel], spec: str, split: str, n_clean: in
         print(f"warning: no clean accuracy: {error}", file=sys.stderr)
         accuracy = {}
     return [{"label": m.label, "checkpoint": str(m.path), "model": m.meta["model"],
-             "model_kwargs": m.meta.get("model_kwargs", {}), **architecture(m.meta), **cost[m.label],
+             "model_kwargs": m.meta["model_kwargs"], **architecture(m.meta), **cost[m.label],
              "clean": accuracy.get(m.label), "training": training_summary(m.meta)} for m in models]

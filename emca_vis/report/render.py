@@ -76,7 +76,7 @@ class Document:
         """Embed a PNG, shown at 100 dpi (at most the page's width), numbered and captioned."""
         path = self.source / relative
         try:
-            data = read_bytes(path, "figure (PNG)", MAX_FIGURE_BYTES)
+            data = read_bytes(path, "file", MAX_FIGURE_BYTES)
         except UserError as error:
             raise UserError(f"{error}; report.json names it as a figure: recompute the report") from None
         if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:

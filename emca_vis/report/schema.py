@@ -189,4 +189,4 @@ class Report(_Open):
 
 def read_report(path: str | os.PathLike) -> dict[str, Any]:
     """A ``report.json``, checked; one-line :class:`UserError` naming it otherwise."""
-    return read_json(path, Report, "report JSON", MAX_REPORT_BYTES).model_dump(mode="json", exclude_unset=True)
+    return read_json(path, Report, MAX_REPORT_BYTES).model_dump(mode="json", exclude_unset=True)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
 
+from ..data import image_file
 from ..errors import UserError
 
 KINDS = ("imagenet-c", "cifar10-c", "cifar100-c")
@@ -42,7 +43,7 @@ def load(spec: str, corruption: str, severity: int, transform, class_names: list
         folder = root / corruption / str(severity)
         if not folder.is_dir():
             raise CDataError(f"{spec}: no folder {folder}; expected {root}/<corruption>/<severity>/<class>/<image>")
-        dataset = datasets.ImageFolder(folder, transform=transform)
+        dataset = datasets.ImageFolder(folder, transform=transform, is_valid_file=image_file)
         if dataset.classes != sorted(class_names) or len(dataset.classes) != len(class_names):
             raise CDataError(f"{folder}: its {len(dataset.classes)} class folders are not the model's "
                              f"{len(class_names)} classes")

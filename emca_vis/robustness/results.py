@@ -105,7 +105,7 @@ def parse_results(data: bytes | str, name: str) -> dict[str, Any]:
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:
     """A results JSON file, checked (see :func:`parse_results`)."""
-    return parse_results(read_bytes(path, "results JSON", MAX_RESULTS_BYTES), str(path))
+    return parse_results(read_bytes(path, "file", MAX_RESULTS_BYTES), str(path))
 
 
 def read_cells(path: str | os.PathLike, repair: bool = False) -> list[dict]:
@@ -114,7 +114,7 @@ def read_cells(path: str | os.PathLike, repair: bool = False) -> list[dict]:
     that appended cells start on a line of their own."""
     if not os.path.exists(path):
         return []
-    raw = read_bytes(path, "cells file", MAX_CELLS_BYTES)
+    raw = read_bytes(path, "file", MAX_CELLS_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
