@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from scipy import stats
 
+from ..validation import read_bytes
+
 Box = tuple[float, float, float, float]
 
 SUBSTRATES = ("blur", "zero")
@@ -307,11 +309,15 @@ def read_voc_boxes(path) -> list[tuple[str, tuple[int, int, int, int]]]:
     ends: ``(xmin - 1, ymin - 1, xmax, ymax)``. Non-integer coordinates are rounded. A file that is
     not well-formed XML, is not an ``<annotation>``, or has an object without a name or a complete,
     numeric, non-inverted ``<bndbox>`` raises ``ValueError`` naming the file. A file without objects
-    gives ``[]``; a missing file raises ``FileNotFoundError``.
+    gives ``[]``; a missing file raises ``FileNotFoundError``; anything but a regular file of at most
+    16 MB is a ``UserError``.
     """
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    data = read_bytes(path, "file", 16 << 20)  # a FIFO named like the file would block the parser
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(data)
     except ET.ParseError as error:
         raise ValueError(f"{path}: not a valid Pascal VOC XML file ({error})") from None
     if root.tag != "annotation":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -98,12 +99,17 @@ def run(args: argparse.Namespace, failures: list[str] | None = None,
     done = _read_cells(cells_path, rank, _setting(args))
     groups = _by_preprocessing(models)
     total = len(groups) * (1 + len(args.corruptions) * len(args.severities))
+    scored = []
     for i, group in enumerate(groups):
         step = None if progress is None else (lambda k, i=i: progress(i * total // len(groups) + k, total))
-        evaluate_group(group, args, done, cells_path, rank, world, step)
+        scored += evaluate_group(group, args, done, cells_path, rank, world, step, failures)
+    if not scored:
+        raise UserError(f"none of the checkpoints could be scored on {args.data}")
+    if baseline != "alexnet" and baseline not in [m.label for m in scored]:
+        raise UserError(f"the CE baseline {baseline} could not be scored; choose another with --baseline")
     results = None
     if rank == 0:
-        results = build_results(models, done, args, baseline)
+        results = build_results(scored, done, args, baseline)
         write_json(out, results)
         write_csv(results, out.with_suffix(".csv"))
     if world > 1:
@@ -127,12 +133,20 @@ def _by_preprocessing(models: list[LoadedModel]) -> list[list[LoadedModel]]:
 
 
 def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path, rank: int, world: int,
-                   progress: Callable[[int], None] | None = None) -> None:
+                   progress: Callable[[int], None] | None = None,
+                   failures: list[str] | None = None) -> list[LoadedModel]:
+    """Score ``models`` (one preprocessing) on every cell not in ``done``; returns the models scored
+    (a model whose classes are not the dataset's is reported and left out)."""
+    dataset, info = build_dataset(args.data, args.split, image_size=models[0].input_size, train=False)
+    for m in [m for m in models if list(info.class_names) != m.class_names]:
+        message = f"{m.path}: its classes are not those of {args.data} (in order); refusing to score it"
+        print(f"error: {message}", file=sys.stderr)
+        if failures is not None:
+            failures.append(message)
+    models = [m for m in models if list(info.class_names) == m.class_names]
+    if not models:
+        return []
     first = models[0]
-    dataset, info = build_dataset(args.data, args.split, image_size=first.input_size, train=False)
-    for m in models:
-        if list(info.class_names) != m.class_names:
-            raise UserError(f"{m.path}: its classes are not those of {args.data} (in order); refusing to score it")
     # Corruptions act on the resized, cropped image in [0, 1]; normalisation comes after.
     dataset.transform = eval_pixels(first.input_size, first.resize)
     cells = [("clean", 0)] + [(c, s) for c in args.corruptions for s in args.severities]
@@ -164,6 +178,7 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
                     handle.write(json_text(cell, indent=None) + "\n")
     if progress is not None:
         progress(len(cells))
+    return models
 
 
 def _count_correct(models: list[LoadedModel], source, batches: list[tuple[int, list[int]]],
