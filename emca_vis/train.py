@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import shutil
@@ -41,10 +40,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from .checkpoint import read_metadata, read_state_dict, save_checkpoint
+from .checkpoint import model_options, read_metadata, read_state_dict, save_checkpoint
+from .checkpoint.metadata import check_metadata
 from .data import build_dataset
 from .errors import UserError, run_cli
 from .models import create_model, load_backbone
+from .outputs import json_text
 
 KEEP_RESUME_STATES = 2
 
@@ -239,7 +240,7 @@ class MetricsLog:
                 writer.writeheader()
             writer.writerow(row)
         with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json_text(row, indent=None) + "\n")
         if self.tensorboard is not None:
             for key, value in row.items():
                 if key != "epoch" and isinstance(value, (int, float)):
@@ -323,6 +324,11 @@ def _train(args, rank: int, world: int, device: torch.device) -> dict:
     if args.compile:
         net = torch.compile(net)
     meta = {**info.metadata(), "train_args": dict(vars(args))}
+    try:  # the checkpoints' metadata, checked now rather than when the first epoch is saved
+        check_metadata({"model": args.model, "num_classes": num_classes, "model_kwargs": model_options(model.config),
+                        **meta})
+    except ValueError as error:
+        raise UserError(f"this run's checkpoints would have invalid metadata: {error}") from None
     log = MetricsLog(out) if rank == 0 else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
