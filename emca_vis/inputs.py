@@ -65,7 +65,7 @@ class LoadedModel:
 def add_nonfinite_option(parser: argparse.ArgumentParser) -> None:
     """``--allow-nonfinite``, the same in every tool that loads checkpoints."""
     parser.add_argument("--allow-nonfinite", action="store_true",
-                        help="load checkpoints whose weights hold NaN or infinities (refused otherwise), with a warning")
+                        help="load checkpoints whose weights hold NaN or infinities (refused otherwise), warning")
 
 
 def load_models(paths: Sequence[str | Path] | None = None, errors: list[str] | None = None,

@@ -518,5 +518,5 @@ __all__ = ["CORRUPTIONS", "DEFAULT_MODELS", "DEMO_FOLDER", "IMAGE_SUFFIXES", "In
            "SEVERITIES", "attention_figures", "attention_results", "attention_rows", "ce_rows", "checkpoint_folders",
            "checkpoint_options", "checkpoint_root", "class_choices", "default_models", "error_rows", "explain",
            "find_results", "folder_image", "folder_images", "image_dir", "input_views", "layer_choices", "load_model",
-           "model_facts", "overlay", "read_results", "read_results_file", "robustness_figure", "run_robustness", "sample_image",
-           "sample_names", "summary_rows", "upload_image"]
+           "model_facts", "overlay", "read_results", "read_results_file", "robustness_figure", "run_robustness",
+           "sample_image", "sample_names", "summary_rows", "upload_image"]

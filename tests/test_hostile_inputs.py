@@ -329,7 +329,8 @@ RESULTS_CASES = {
     "200,000 corruptions in 2 MB": (json.dumps({**_results(1, ()), "corruptions": [f"c{i}" for i in range(200_000)]}),
                                     "corruptions: List should have at most 50 items"),
     "5,000 models in 400 KB": (json.dumps({"corruptions": [], "severities": [1], "models": {
-        f"m{i}": {"clean_error": 0.1, "errors": {}} for i in range(5000)}}), "models: Dictionary should have at most 100"),
+        f"m{i}": {"clean_error": 0.1, "errors": {}} for i in range(5000)}}),
+        "models: Dictionary should have at most 100"),
     "no models": (json.dumps({"corruptions": [], "severities": [], "models": {}}),
                   "models: Dictionary should have at least 1 item"),
     "not an object": ("[1, 2, 3]", "Input should be a valid dictionary or instance of Results"),
@@ -489,9 +490,9 @@ def report_folder(tmp_path_factory):
     from emca_vis.report.__main__ import main
 
     out = tmp_path_factory.mktemp("report")
-    argv = ["--checkpoint", str(demo_dir() / "resnet18_eca.safetensors"), "--out", str(out), "--n-clean", "8", "--n", "8",
-            "--corruptions", "fog", "--severities", "1", "--n-explain", "4", "--no-faithfulness", "--samples", "1",
-            "--grid-corruptions", "fog", "--grid-severities", "1", "--n-attention", "8", "--repeats", "1",
+    argv = ["--checkpoint", str(demo_dir() / "resnet18_eca.safetensors"), "--out", str(out), "--n-clean", "8",
+            "--n", "8", "--corruptions", "fog", "--severities", "1", "--n-explain", "4", "--no-faithfulness",
+            "--samples", "1", "--grid-corruptions", "fog", "--grid-severities", "1", "--n-attention", "8", "--repeats", "1",
             "--throughput-batch", "2", "--batch-size", "8"]
     assert run_cli(main, argv) == 0
     return out
