@@ -492,8 +492,8 @@ def report_folder(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
     argv = ["--checkpoint", str(demo_dir() / "resnet18_eca.safetensors"), "--out", str(out), "--n-clean", "8",
             "--n", "8", "--corruptions", "fog", "--severities", "1", "--n-explain", "4", "--no-faithfulness",
-            "--samples", "1", "--grid-corruptions", "fog", "--grid-severities", "1", "--n-attention", "8", "--repeats", "1",
-            "--throughput-batch", "2", "--batch-size", "8"]
+            "--samples", "1", "--grid-corruptions", "fog", "--grid-severities", "1", "--n-attention", "8",
+            "--repeats", "1", "--throughput-batch", "2", "--batch-size", "8"]
     assert run_cli(main, argv) == 0
     return out
 
