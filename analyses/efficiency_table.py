@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 from emca_vis.errors import run_cli
 from emca_vis.inputs import load_models
+from emca_vis.outputs import write_json
 from emca_vis.report.models import efficiency
 
 
@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "efficiency.md").write_text(markdown + "\n")
-    (out / "efficiency.json").write_text(json.dumps({"batch_size": args.batch_size, "repeats": args.repeats,
-                                                     "models": table}, indent=1))
+    write_json(out / "efficiency.json", {"batch_size": args.batch_size, "repeats": args.repeats, "models": table})
     with (out / "efficiency.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
         writer.writeheader()

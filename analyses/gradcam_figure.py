@@ -12,13 +12,13 @@ Heatmaps explain each model's predicted class. Images: the first ones of differe
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from emca_vis.errors import run_cli
 from emca_vis.inputs import load_models
+from emca_vis.outputs import write_json
 from emca_vis.report.grid import condition_title, explain_sample, grid_figure, sample_images
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     title = f"{args.method} ({args.layer}), {condition_title(condition)}"
     path = grid_figure(merged, arrays, out / "gradcam_comparison.png", title)
-    (out / "gradcam_comparison.json").write_text(json.dumps(merged, indent=1))
+    write_json(out / "gradcam_comparison.json", merged)
     print(f"wrote {path}\nwrote {out / 'gradcam_comparison.json'}")
     return 0
 

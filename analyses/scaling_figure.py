@@ -10,7 +10,6 @@ line per model), ``scale_weights.png``/``.svg`` (EMCA's w_r per stage and source
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -18,6 +17,7 @@ import matplotlib.pyplot as plt
 from emca_vis.attention.plots import STYLE, scale_weights_figure, scaling_figure
 from emca_vis.errors import run_cli
 from emca_vis.inputs import load_models
+from emca_vis.outputs import write_json
 from emca_vis.report.compute import attention_data
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     data = attention_data(load_models(args.checkpoint), args.data, args.split, args.n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "attention.json").write_text(json.dumps(data, indent=1))
+    write_json(out / "attention.json", data)
     with plt.rc_context(STYLE):
         paths = scaling_figure(data["models"], out) + scale_weights_figure(data["models"], out)
     for path in [out / "attention.json", *paths]:
