@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -664,13 +665,14 @@ def slow_cases(tmp_path_factory):
     cases["long images"] = ([sys.executable, "-c", textwrap.dedent(LONG_IMAGES), str(folder)], [])
     running = {name: subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
                for name, (command, _) in cases.items()}
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT  # one deadline for all: they run side by side
     finished = {}
 
     def result(name: str):
         if name not in finished:
             process = running[name]
             try:
-                out, err = process.communicate(timeout=SUBPROCESS_TIMEOUT)
+                out, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 out, err = process.communicate()

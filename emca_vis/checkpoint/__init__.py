@@ -120,9 +120,9 @@ def _metadata(path: Path, header: dict[str, str]) -> dict:
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without emca-vis metadata; was it written by save_checkpoint?")
     try:
-        raw = parse_json(header[META_KEY], str(path), MAX_HEADER_BYTES)
+        raw = parse_json(header[META_KEY], f"{path}: metadata", MAX_HEADER_BYTES)
     except UserError as error:
-        raise CheckpointError(f"metadata of {error}") from None
+        raise CheckpointError(str(error)) from None
     try:
         return check_metadata(raw)
     except ValueError as error:
