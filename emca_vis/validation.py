@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -94,8 +95,9 @@ def parse_json(data: bytes | str, name: str, max_bytes: int) -> Any:
         raise UserError(f"{name}: not valid JSON (not UTF-8 text)") from None
     except RecursionError:
         raise UserError(f"{name}: JSON nested too deeply") from None
-    except ValueError as error:  # e.g. an integer of more than 4300 digits
-        raise UserError(f"{name}: not usable JSON ({' '.join(str(error).split())[:120]})") from None
+    except ValueError as error:  # Python refuses integers of more than 4300 digits
+        reason = "an integer too long to read" if "digits" in str(error) else " ".join(str(error).split())[:120]
+        raise UserError(f"{name}: not usable JSON ({reason})") from None
 
 
 def validate(schema: type[Model], data: Any, name: str) -> Model:
@@ -118,6 +120,7 @@ def first_problem(error: ValidationError) -> str:
     detail = error.errors(include_url=False)[0]
     location = ".".join(str(part) for part in detail["loc"])
     message = detail["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    message = re.sub(r" or instance of \w+$", "", message)  # pydantic's class names mean nothing to a user
     shown = ""
     if detail["type"] not in ("missing", "value_error", "assertion_error") and "input" in detail:
         value = repr(detail["input"])

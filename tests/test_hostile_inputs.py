@@ -145,7 +145,7 @@ METADATA_CASES = {
     "bad option value": (_set(model_kwargs={"stem": "tiny"}), "model_kwargs.stem: Input should be 'imagenet' or"),
     "10,000-character class name": (_set(class_names=["a", "b", "c" * 10_000]),
                                     "class_names.2: String should have at most 200 characters"),
-    "metadata not an object": (lambda meta: "[1, 2]", "metadata is not a JSON object"),
+    "metadata not an object": (lambda meta: "[1, 2]", "metadata: is not a JSON object"),
     "metadata not JSON": (lambda meta: "{model: resnet18", "not valid JSON"),
     "weights of another architecture": (_set(model="resnet34"), "weights do not match the metadata's architecture"),
     "class count the weights do not have": (_set(num_classes=4, class_names=list("abcd")),
@@ -243,13 +243,13 @@ def test_attention_and_robustness_go_on_with_the_good_checkpoints(tiny_state, tm
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(image)
     rc, _, err = cli(attention, ["--checkpoint", bad, good, "--image", image, "--out", tmp_path / "att"], capsys)
     assert rc == 2
-    one_error(err, f"{bad}: metadata metrics: Input should be a valid dictionary")
+    one_error(err, f"{bad}: metadata: metrics: Input should be a valid dictionary")
     assert list(json.loads((tmp_path / "att" / "attention.json").read_text())["models"]) == ["resnet18_eca"]
     out = tmp_path / "r.json"
     rc, _, err = cli(robustness, ["--checkpoint", good, bad, "--corruptions", "fog", "--severities", "1", "--n", "4",
                                   "--batch-size", "4", "--out", out], capsys)
     assert rc == 2
-    one_error(err, f"{bad}: metadata metrics")
+    one_error(err, f"{bad}: metadata: metrics")
     assert list(json.loads(out.read_text())["models"]) == ["resnet18_eca"]
 
 
@@ -316,7 +316,7 @@ RESULTS_CASES = {
     "bare NaN": (_edit(lambda r: r["models"]["m1"].update(clean_error=float("nan"))),
                  "models.m1.clean_error: Input should be a finite number"),
     "5000-digit integer": (_edit(lambda r: None).replace('"clean_error": 0.1', '"clean_error": ' + "9" * 5000, 1),
-                           "not usable JSON (Exceeds the limit (4300 digits)"),
+                           "not usable JSON (an integer too long to read)"),
     "4000-digit integer": (_edit(lambda r: None).replace('"clean_error": 0.1', '"clean_error": ' + "9" * 4000, 1),
                            "models.m0.clean_error: Input should be"),
     "deep nesting": ('{"models": ' + deep(100_000) + "}", "JSON nested too deeply"),
@@ -334,7 +334,7 @@ RESULTS_CASES = {
         "models: Dictionary should have at most 100"),
     "no models": (json.dumps({"corruptions": [], "severities": [], "models": {}}),
                   "models: Dictionary should have at least 1 item"),
-    "not an object": ("[1, 2, 3]", "Input should be a valid dictionary or instance of Results"),
+    "not an object": ("[1, 2, 3]", "Input should be a valid dictionary (got [1, 2, 3])"),
     "partial file": (_edit(lambda r: None)[:500], "not valid JSON"),
 }
 
@@ -388,7 +388,7 @@ def test_results_files_are_bounded_and_regular(tmp_path):
 
 CELL = {"model": "resnet18", "corruption": "clean", "severity": 0, "correct": 5, "total": 8, "setting": "x"}
 CELLS_CASES = {
-    "[] line": ("[]", "Input should be a valid dictionary or instance of Cell"),
+    "[] line": ("[]", "Input should be a valid dictionary (got [])"),
     "missing keys": (json.dumps({"model": "resnet18"}), "corruption: Field required"),
     "total 0": (json.dumps({**CELL, "correct": 0, "total": 0}), "total: Input should be greater than or equal to 1"),
     "correct > total": (json.dumps({**CELL, "correct": 11}), "correct=11 is more than total=8"),
@@ -626,12 +626,13 @@ def _fifo_cases(folder: Path) -> dict[str, tuple[list[str], list[str]]]:
     fifo(folder / "x.safetensors")
     fifo(folder / "x.png")
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(folder / "ok.png")
-    data = folder / "data"
-    for split in ("train", "val"):
-        for name in SHAPE_CLASSES:
-            (data / split / name).mkdir(parents=True)
-            Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(data / split / name / "a.png")
-    fifo(data / "val" / "star" / "b.png")
+    data = folder / "data"  # an image-folder dataset whose classes are the model's, one image a FIFO
+    two = save_checkpoint(folder / "ab.safetensors", create_model("resnet18", num_classes=2, width=0.0625,
+                          stem="cifar"), class_names=["a", "b"], input_size=32, resize=32)
+    for name in ("a", "b"):
+        (data / "val" / name).mkdir(parents=True)
+        Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(data / "val" / name / "1.png")
+    fifo(data / "val" / "b" / "2.png")
     app = folder / "app"
     app.mkdir()
     fifo(app / "hang.safetensors")
@@ -648,10 +649,10 @@ def _fifo_cases(folder: Path) -> dict[str, tuple[list[str], list[str]]]:
                                  str(folder / "r" / "r.json")], [f"{x}: is a FIFO (named pipe)"]),
         "attention": (python + ["emca_vis.attention", "--checkpoint", good, "--image", png, "--image",
                                 str(folder / "ok.png"), "--out", str(folder / "att")], [f"{png}: is a FIFO"]),
-        "dataset file": (python + ["emca_vis.robustness", "--checkpoint", good, "--data", f"folder:{data}",
+        "dataset file": (python + ["emca_vis.robustness", "--checkpoint", str(two), "--data", f"folder:{data}",
                                    "--split", "val", "--corruptions", "fog", "--severities", "1", "--n", "4",
                                    "--out", str(folder / "rd" / "r.json")],
-                         [f"{data / 'val' / 'star' / 'b.png'}: is a FIFO (named pipe)"]),
+                         [f"{data / 'val' / 'b' / '2.png'}: is a FIFO (named pipe)"]),
         "app folder": ([sys.executable, "-c", "import sys, emca_vis.interactive as iv; "
                         "print(sorted(iv.checkpoint_options(sys.argv[1])))", str(app)], []),
     }

@@ -126,7 +126,7 @@ def _metadata(path: Path, header: dict[str, str]) -> dict:
     try:
         return check_metadata(raw)
     except ValueError as error:
-        raise CheckpointError(f"{path}: metadata {error}") from None
+        raise CheckpointError(f"{path}: metadata: {error}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
