@@ -22,7 +22,7 @@ from .errors import UserError
 from .outputs import strict
 
 MAX_DEPTH = 16  # nesting of free-form JSON values (metrics, training arguments, settings)
-MAX_NAME = 200  # characters of a label, class name, corruption name...
+MAX_NAME = 256  # characters of a label, class name (a folder name: 255 bytes at most), corruption name
 MAX_TEXT = 10_000  # characters of a free-form string
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -34,7 +34,7 @@ def _kind(mode: int) -> str:
                        (stat.S_ISBLK, "a block device")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "of an unknown kind"
 
 
 def regular_file(path: str | os.PathLike, what: str = "file", max_bytes: int | None = None) -> os.stat_result:

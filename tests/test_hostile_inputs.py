@@ -144,7 +144,7 @@ METADATA_CASES = {
                              "unknown model option 'depth'"),
     "bad option value": (_set(model_kwargs={"stem": "tiny"}), "model_kwargs.stem: Input should be 'imagenet' or"),
     "10,000-character class name": (_set(class_names=["a", "b", "c" * 10_000]),
-                                    "class_names.2: String should have at most 200 characters"),
+                                    "class_names.2: String should have at most 256 characters"),
     "metadata not an object": (lambda meta: "[1, 2]", "metadata: is not a JSON object"),
     "metadata not JSON": (lambda meta: "{model: resnet18", "not valid JSON"),
     "weights of another architecture": (_set(model="resnet34"), "weights do not match the metadata's architecture"),
