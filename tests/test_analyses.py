@@ -85,7 +85,9 @@ def test_efficiency_table(tmp_path):
 
 def test_placement_ablation_groups_by_metadata_and_adds_mce(tmp_path, capsys):
     robustness = tmp_path / "r.json"
-    robustness.write_text(json.dumps({"models": {"resnet18_eca": {"mce": 0.9}, "resnet18_emca_eca": {"mce": 0.8}}}))
+    scores = {"clean_error": 0.1, "errors": {}}  # what a results JSON must hold besides the mCE used here
+    robustness.write_text(json.dumps({"corruptions": [], "severities": [], "models": {
+        "resnet18_eca": {**scores, "mce": 0.9}, "resnet18_emca_eca": {**scores, "mce": 0.8}}}))
     argv = ["--checkpoint", *two(), "--n", "16", "--robustness", str(robustness), "--out", str(tmp_path)]
     assert script("placement_ablation").main(argv) == 0
     table = json.loads((tmp_path / "placement_ablation.json").read_text())

@@ -36,7 +36,7 @@ from emca_vis.models import create_model
 from .test_models import randomise
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-SUBPROCESS_TIMEOUT = 240  # generous: several interpreters import torch at once on two cores
+SUBPROCESS_TIMEOUT = 600  # generous: reached only by a hang; seven interpreters start at once on two cores
 
 
 # ------------------------------------------------------------------------------------------------
