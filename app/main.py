@@ -25,6 +25,8 @@ import panels  # noqa: E402
 from emca_vis import interactive as iv  # noqa: E402
 from emca_vis.explain import METHODS  # noqa: E402
 
+esc = iv.escape_markdown
+
 # The demo models are tiny: one thread per computation is as fast as two, and far faster when
 # other work (or another browser session) shares the cores, where OpenMP threads spin-wait.
 THREADS = int(os.environ.get("EMCA_VIS_APP_THREADS", "1"))
@@ -42,11 +44,15 @@ def sidebar() -> tuple[dict, dict]:
     root = iv.checkpoint_root()
     folders = panels.checkpoint_folders(str(root))
     folder = bar.selectbox("Checkpoint folder", list(folders), key="folder",
-                           help=f"The demo checkpoints and every folder with *.safetensors files under {root} "
-                                "(set EMCA_VIS_CHECKPOINT_ROOT to list another root).")
-    options = panels.checkpoint_options(str(folders[folder]))
+                           help=f"The demo checkpoints and every folder with `*.safetensors` files under "
+                                f"{esc(root)} (set `EMCA_VIS_CHECKPOINT_ROOT` to list another root).")
+    # file links may point anywhere inside the folder's root, never out of it
+    listing_root = folders[folder] if folder == iv.DEMO_FOLDER else root
+    options, skipped = panels.checkpoint_options(str(folders[folder]), str(listing_root))
+    if skipped:
+        bar.warning(f"Not offered: {esc('; '.join(skipped))}")
     if not options:
-        bar.warning(f"{folder}: no checkpoints")
+        bar.warning(f"{esc(folder)}: no checkpoints")
     chosen = bar.multiselect("Models to compare", list(options), default=iv.default_models(list(options)),
                              key=f"models:{folder}", help="EMCA models and their baselines; the order is kept.")
 
@@ -65,13 +71,15 @@ def sidebar() -> tuple[dict, dict]:
             help=f"JPEG, PNG, WebP, BMP or TIFF; up to {limit} MB and {iv.MAX_PIXELS // 1_000_000} megapixels.")
     else:
         folder_path = iv.image_dir()
-        files = iv.folder_images(folder_path)
+        files, skipped = panels.folder_images(str(folder_path))
         if files:
-            settings["file"] = bar.selectbox(f"Image in {folder_path}", files, format_func=lambda p: p.name,
+            settings["file"] = bar.selectbox(f"Image in {esc(folder_path)}", files, format_func=lambda p: p.name,
                                              key="folder_image")
         else:
-            bar.info(f"Drop images into {folder_path} (EMCA_VIS_IMAGE_DIR) to pick them here; a "
-                     "Pascal VOC <name>.xml beside an image gives its ground-truth box.")
+            bar.info(f"Drop images into {esc(folder_path)} (`EMCA_VIS_IMAGE_DIR`) to pick them here; a "
+                     "Pascal VOC `<name>.xml` beside an image gives its ground-truth box.")
+        if skipped:
+            bar.warning(f"Not offered: {esc('; '.join(skipped))}")
 
     bar.subheader("Explanation")
     settings["method"] = bar.selectbox(
@@ -103,8 +111,13 @@ def main() -> None:
     started = time.perf_counter()
     if torch.get_num_threads() != THREADS:
         torch.set_num_threads(THREADS)
-    settings, models = sidebar()
     st.title("How EMCA and its baselines see an image")
+    try:
+        settings, models = sidebar()
+    except Exception as error:  # nothing to compare without the sidebar's choices: one line
+        panels.log.exception("sidebar failed")
+        st.error(f"Sidebar: {panels.failure(error)}")
+        return
     for label, loaded in list(models.items()):
         if loaded is None:  # panels.load_selected showed the error
             del models[label]
@@ -112,19 +125,15 @@ def main() -> None:
     if not models:
         st.info("Choose at least one model in the sidebar.")
         return
-    compare, attention, robustness, about = st.tabs(PANELS, key="panel", on_change="rerun")
-    if compare.open:
-        with compare:
-            panels.compare_panel(list(models.values()), source, settings)
-    if attention.open:
-        with attention:
-            panels.attention_panel(list(models.values()), source, settings)
-    if robustness.open:
-        with robustness:
-            panels.robustness_panel(settings)
-    if about.open:
-        with about:
-            panels.models_panel(list(models.values()))
+    chosen = list(models.values())
+    draw = {"Compare": (panels.compare_panel, chosen, source, settings),
+            "Attention": (panels.attention_panel, chosen, source, settings),
+            "Robustness": (panels.robustness_panel, settings),
+            "Models": (panels.models_panel, chosen)}
+    for name, tab in zip(PANELS, st.tabs(PANELS, key="panel", on_change="rerun")):
+        if tab.open:  # only the open panel computes
+            with tab:
+                panels.guarded(f"{name} panel", *draw[name])
     st.caption(f"Computed in {time.perf_counter() - started:.2f} s on the server.")
 
 

@@ -3,10 +3,17 @@
 Models load once per process (``st.cache_resource``); explanations, attention statistics and
 model facts are cached per (checkpoint, image, settings) with ``st.cache_data``, so going back
 to a setting seen before costs nothing.
+
+Text from users and their files (file and folder names, class names, fields of a results
+JSON, error messages quoting them) reaches the page only through :func:`esc` or as plain text
+(``st.text``, ``st.code``, tables), never as Markdown; each panel runs under :func:`guarded`,
+so a failure is one ``st.error`` line and the rest of the page goes on.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -20,6 +27,30 @@ from emca_vis.robustness import CORRUPTIONS, SEVERITIES, markdown_table
 ROBUSTNESS_DEFAULTS = ("gaussian_noise", "defocus_blur", "fog", "contrast")
 GRID_COLUMNS = 4  # models per row in the Compare panel
 
+esc = iv.escape_markdown
+log = logging.getLogger("emca_vis.app")
+
+
+def failure(error: BaseException) -> str:
+    """One escaped line for an error: a :class:`UserError` as it is, anything else with its type."""
+    if isinstance(error, UserError):
+        return esc(iv.one_line(error))
+    return esc(f"{type(error).__name__}: {iv.one_line(error)}")
+
+
+def guarded(name: str, draw: Callable, *args) -> bool:
+    """``draw(*args)``; a failure becomes one ``st.error`` line naming ``name`` (the traceback goes
+    to the server log only) and the page goes on. Streamlit's own rerun/stop signals are
+    ``BaseException`` and pass through. True when ``draw`` finished."""
+    try:
+        draw(*args)
+    except Exception as error:  # the guard of a whole panel: whatever the cause, one line
+        if not isinstance(error, UserError):
+            log.exception("%s panel failed", name)
+        st.error(f"{name}: {failure(error)}")
+        return False
+    return True
+
 
 # ----------------------------------------------------------------------------------------------
 # caches
@@ -32,8 +63,17 @@ def checkpoint_folders(root: str) -> dict[str, Path]:
 
 
 @st.cache_data(show_spinner=False, ttl=10)
-def checkpoint_options(folder: str) -> dict[str, str]:
-    return {label: str(path) for label, path in iv.checkpoint_options(folder).items()}
+def checkpoint_options(folder: str, root: str) -> tuple[dict[str, str], list[str]]:
+    """The folder's checkpoints (links resolved inside ``root``) and the files not offered, with why."""
+    skipped: list[str] = []
+    options = iv.checkpoint_options(folder, root, skipped)
+    return {label: str(path) for label, path in options.items()}, skipped
+
+
+@st.cache_data(show_spinner=False, ttl=10)
+def folder_images(folder: str) -> tuple[list[Path], list[str]]:
+    skipped: list[str] = []
+    return iv.folder_images(folder, skipped), skipped
 
 
 @st.cache_data(show_spinner=False, ttl=10)
@@ -64,8 +104,10 @@ def load_selected(chosen: dict[str, str]) -> dict[str, LoadedModel | None]:
     for label, path in chosen.items():
         try:
             models[label] = _model(path, _mtime(path), label)
-        except UserError as error:
-            st.error(f"Cannot load {label}: {error}")
+        except Exception as error:  # a bad checkpoint is one line; the other models still load
+            if not isinstance(error, UserError):
+                log.exception("loading %s failed", path)
+            st.error(f"Cannot load {esc(label)}: {failure(error)}")
             models[label] = None
     return models
 
@@ -88,16 +130,19 @@ def _upload(name: str, data: bytes) -> iv.InputImage:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _folder_image(path: str, mtime: float) -> iv.InputImage:
-    return iv.folder_image(path)
+def _folder_image(path: str, mtime: float, root: str) -> iv.InputImage:
+    return iv.folder_image(path, root=root)
 
 
 def read_upload(name: str, data: bytes) -> tuple[iv.InputImage | None, str | None]:
     """``(image, None)`` for a readable upload, ``(None, one-line message)`` for a bad one."""
     try:
         return _upload(name, data), None
-    except UserError as error:
-        return None, str(error).rstrip(".")
+    except Exception as error:  # whatever an upload does, one line and the previous image
+        if not isinstance(error, UserError):
+            log.exception("reading the upload %r failed", name)
+            return None, f"{name}: cannot be read ({type(error).__name__}: {iv.one_line(error)})"
+        return None, iv.one_line(error).rstrip(".")
 
 
 def current_image(settings: dict, size: int = 64) -> iv.InputImage:
@@ -112,10 +157,14 @@ def current_image(settings: dict, size: int = 64) -> iv.InputImage:
         if uploaded is None:
             st.info("Upload an image in the sidebar; meanwhile the default sample is shown.")
             return st.session_state.get("last_upload", fallback)
-        image, error = read_upload(uploaded.name, uploaded.getvalue())
+        if uploaded.size > iv.MAX_UPLOAD_BYTES:  # refused before its bytes are hashed or copied
+            image, error = None, (f"{uploaded.name}: {uploaded.size:,} bytes is over the "
+                                  f"{iv.MAX_UPLOAD_BYTES:,}-byte upload limit")
+        else:
+            image, error = read_upload(uploaded.name, uploaded.getvalue())
         if error:
             previous = st.session_state.get("last_upload", fallback)
-            st.error(f"Upload refused: {error}. Showing {previous.name} instead.")
+            st.error(f"Upload refused: {esc(error)}. Showing {esc(previous.name)} instead.")
             return previous
         st.session_state["last_upload"] = image
         return image
@@ -123,9 +172,11 @@ def current_image(settings: dict, size: int = 64) -> iv.InputImage:
     if path is None:
         return fallback
     try:
-        return _folder_image(str(path), _mtime(str(path)))
-    except UserError as error:
-        st.error(f"Image refused: {str(error).rstrip('.')}. Showing {fallback.name} instead.")
+        return _folder_image(str(path), _mtime(str(path)), str(iv.image_dir()))
+    except Exception as error:  # whatever the file does, one line and the default sample
+        if not isinstance(error, UserError):
+            log.exception("reading %s failed", path)
+        st.error(f"Image refused: {failure(error).rstrip('.')}. Showing {esc(fallback.name)} instead.")
         return fallback
 
 
@@ -167,18 +218,20 @@ def compare_panel(models: list[LoadedModel], source: iv.InputImage, settings: di
     corruption, severity = settings["corruption"], settings["severity"]
     target = None if settings["target"] == "predicted class" else settings["target"]
     view_names = {"clean": "clean", "corrupted": f"{(corruption or '').replace('_', ' ')}, severity {severity}"}
-    truth = f" · ground truth: **{source.label}**" if source.label else ""
+    truth = f" · ground truth: **{esc(source.label)}**" if source.label else ""
     box = " (green box)" if source.mask is not None else " · no ground-truth box for this image"
-    st.markdown(f"**{source.name}**{truth}{box} · {method} on `{layer}` · "
-                f"target: {settings['target']}")
+    st.markdown(f"**{esc(source.name)}**{truth}{box} · {method} on `{layer}` · "
+                f"target: {esc(settings['target'])}")
     results = {}
     for loaded in models:
         key = (str(loaded.path), loaded.label, source.key, method, target, layer, corruption, severity)
         try:
-            with st.spinner(f"{method} for {loaded.label}..."):
+            with st.spinner(f"{method} for {esc(loaded.label)}..."):
                 results[loaded.label] = _explain(*key, _loaded=loaded, _source=source)
-        except UserError as error:
-            results[loaded.label] = str(error)
+        except Exception as error:  # one model's failure is shown in its cell; the others go on
+            if not isinstance(error, UserError):
+                log.exception("%s of %s failed", method, loaded.path)
+            results[loaded.label] = failure(error)
     first = models[0]
     inputs = _inputs(str(first.path), first.label, source.key, corruption, severity, _loaded=first, _source=source)
     for column, (view, pixels) in zip(st.columns(6), inputs.items()):
@@ -191,8 +244,8 @@ def compare_panel(models: list[LoadedModel], source: iv.InputImage, settings: di
 
 
 def _model_cell(loaded: LoadedModel, result: dict | str, view_names: dict) -> None:
-    st.markdown(f"#### {loaded.label}")
-    if isinstance(result, str):
+    st.markdown(f"#### {esc(loaded.label)}")
+    if isinstance(result, str):  # an escaped error line
         st.warning(result)
         return
     columns = st.columns(len(result["views"]))
@@ -200,7 +253,7 @@ def _model_cell(loaded: LoadedModel, result: dict | str, view_names: dict) -> No
         with column:
             st.image(view["overlay"], width="stretch", alt=f"heatmap {loaded.label} {view['view']}",
                      caption=view_names[view["view"]])
-            lines = [f"explains **{view['target']}** ({_percent(view['target_probability'])})"]
+            lines = [f"explains **{esc(view['target'])}** ({_percent(view['target_probability'])})"]
             if view["pointing"] is not None:
                 lines.append(f"pointing game: {'hit' if view['pointing'] else 'miss'} · energy {view['energy']:.2f}")
             st.caption("  \n".join(lines))
@@ -208,8 +261,9 @@ def _model_cell(loaded: LoadedModel, result: dict | str, view_names: dict) -> No
 
 
 def top5_text(top5: list[tuple[str, float]]) -> str:
-    """Markdown lines ``top-5:``, then ``class probability``, the first in bold."""
-    rows = [f"{'**' if i == 0 else ''}{name} {_percent(p)}{'**' if i == 0 else ''}" for i, (name, p) in enumerate(top5)]
+    """Markdown lines ``top-5:``, then ``class probability``, the first in bold (names escaped)."""
+    rows = [f"{'**' if i == 0 else ''}{esc(name)} {_percent(p)}{'**' if i == 0 else ''}"
+            for i, (name, p) in enumerate(top5)]
     return "  \n".join(["top-5:", *rows])
 
 
@@ -225,7 +279,7 @@ def attention_panel(models: list[LoadedModel], source: iv.InputImage, settings: 
         rows, figures = _attention(paths, source.key, use, settings["severity"], _models=models, _source=source)
     plain = [m.label for m in models if not any(r["model"] == m.label for r in rows)]
     if plain:
-        st.caption(f"No attention modules in {', '.join(plain)} (plain ResNet).")
+        st.caption(f"No attention modules in {', '.join(esc(label) for label in plain)} (plain ResNet).")
     if not figures:
         st.info("None of the chosen models has attention modules.")
         return
@@ -252,7 +306,7 @@ def robustness_panel(settings: dict) -> None:
     if mode == "Load a results JSON":
         found = find_results(str(iv.checkpoint_root()))
         left, right = st.columns(2)
-        pick = left.selectbox(f"Results under {iv.checkpoint_root()}", [*found, "(none)"], key="robustness_file",
+        pick = left.selectbox(f"Results under {esc(iv.checkpoint_root())}", [*found, "(none)"], key="robustness_file",
                               format_func=str, help="Results JSONs of python -m emca_vis.robustness under the "
                                                     "checkpoint root (EMCA_VIS_CHECKPOINT_ROOT).")
         upload = right.file_uploader("or upload one (python -m emca_vis.robustness --out ...)", type=["json"],
@@ -260,12 +314,15 @@ def robustness_panel(settings: dict) -> None:
         try:
             if upload is not None:
                 name = upload.name
-                results = iv.read_results(upload.getvalue(), name)
+                if upload.size > iv.MAX_RESULTS_UPLOAD_BYTES:  # refused before its bytes are read
+                    raise UserError(f"{name}: {upload.size:,} bytes is over the "
+                                    f"{iv.MAX_RESULTS_UPLOAD_BYTES:,}-byte limit of a results upload")
+                results = iv.read_results(upload.getvalue(), name, iv.MAX_RESULTS_UPLOAD_BYTES)
             elif pick != "(none)":
                 name = str(pick)
                 results = iv.read_results_file(pick)
         except UserError as error:
-            st.error(f"Results refused: {error}")
+            st.error(f"Results refused: {failure(error)}")
             results = None
         if results is None and upload is None and pick == "(none)":
             st.info("Pick or upload a results JSON written by `python -m emca_vis.robustness`, or run a small "
@@ -296,7 +353,7 @@ def _run_evaluation(settings: dict) -> tuple[dict | None, str | None]:
                                         progress=progress)
         except UserError as error:
             bar.empty()
-            st.error(f"Evaluation failed: {error}")
+            st.error(f"Evaluation failed: {failure(error)}")
             return None, None
         bar.progress(1.0, text="done")
         st.session_state["robustness_run"] = (results, f"this session's evaluation ({n} images)")
@@ -304,8 +361,8 @@ def _run_evaluation(settings: dict) -> tuple[dict | None, str | None]:
 
 
 def _show_results(results: dict, name: str) -> None:
-    st.markdown(f"**{name}** · {results['data'] or '?'} {results['split'] or ''} · "
-                f"{results['backend'] or '?'} backend · CE relative to **{results['baseline'] or '?'}**")
+    st.markdown(f"**{esc(name)}** · {esc(results['data'] or '?')} {esc(results['split'] or '')} · "
+                f"{esc(results['backend'] or '?')} backend · CE relative to **{esc(results['baseline'] or '?')}**")
     st.dataframe(iv.summary_rows(results), hide_index=True, width="stretch")
     st.image(iv.robustness_figure(results), width="stretch", alt="robustness figure")
     st.markdown("**CE per corruption** (% of the baseline's errors)")
@@ -325,9 +382,9 @@ def models_panel(models: list[LoadedModel]) -> None:
                  column_config={"parameters": st.column_config.NumberColumn(format="localized")})
     st.caption("GFLOPs: multiply-accumulates of one forward pass at the input size, in billions.")
     for loaded in models:
-        with st.expander(f"{loaded.label}: checkpoint metadata"):
+        with st.expander(f"{esc(loaded.label)}: checkpoint metadata"):
             meta = loaded.meta
-            st.markdown(f"`{loaded.path}`")
+            st.text(str(loaded.path))
             left, right = st.columns(2)
             left.markdown("**Training metrics**")
             left.json(meta["metrics"], expanded=True)

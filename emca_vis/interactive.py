@@ -41,12 +41,13 @@ from .errors import UserError  # noqa: E402
 from .explain import heatmaps, predict, resolve_target  # noqa: E402
 from .explain.figures import blend  # noqa: E402
 from .explain.metrics import boxes_to_masks, energy_pointing_game, pointing_game, read_voc_boxes  # noqa: E402
-from .images import IMAGE_SUFFIXES, ImageError, find_images, load_image  # noqa: E402
+from .images import IMAGE_SUFFIXES, ImageError, load_image  # noqa: E402
 from .inputs import LoadedModel, load_models  # noqa: E402
 from .profile import count_gflops, count_parameters  # noqa: E402
 from .data import ResizeCenterCrop  # noqa: E402
 from .robustness import CORRUPTIONS, SEVERITIES, corrupt, evaluate  # noqa: E402
-from .robustness.results import parse_results  # noqa: E402
+from .robustness.results import MAX_RESULTS_BYTES, parse_results  # noqa: E402
+from .validation import regular_file  # noqa: E402
 from .robustness.results import read_results as read_results_file  # noqa: E402  (a listed results file)
 
 DEMO_FOLDER = "demo checkpoints"
@@ -56,10 +57,12 @@ SAMPLE_COUNT = 24
 DEFAULT_SAMPLE = 7  # the image `make demo` writes to runs/demo/sample.png
 MAX_PIXELS = 40_000_000  # uploads and dropped images above this are refused before decoding
 MAX_UPLOAD_BYTES = 20 << 20  # as streamlit's server.maxUploadSize in .streamlit/config.toml
+MAX_RESULTS_UPLOAD_BYTES = 4 << 20  # an uploaded results JSON; a full run of 100 models is under 1 MB
 DISPLAY_SIZE = 224
 BOX_COLOUR = (0, 230, 118)  # green: stands out on the inferno colour map
 POINTING_TOLERANCE_AT_224 = 15  # as in emca_vis.explain.evaluate
 SEARCH_DEPTH = 3  # checkpoint folders are looked for this deep under the root
+PLAIN_STYLE = {**STYLE, "text.parse_math": False}  # labels from files are text, never $math$ to parse
 
 # The models are shared by every browser session; hooks (CAMs, attention recording) are not
 # thread-safe, so one model computation runs at a time (two CPU cores gain nothing from more).
@@ -67,7 +70,47 @@ _MODEL_LOCK = threading.RLock()
 
 
 # ----------------------------------------------------------------------------------------------
+# user text on the page
+
+# Every ASCII punctuation character may be backslash-escaped in (GitHub-flavoured) Markdown, and
+# every Markdown construct (links, images, HTML, code, emphasis, Streamlit's :directives: and
+# $math$, autolinks such as http://... or www.x.y) needs one of them.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def escape_markdown(text: object) -> str:
+    """``text`` as one line of literal text for ``st.markdown``, ``st.error``, captions and
+    labels: every Markdown or HTML construct in it shows as typed, nothing is rendered."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def one_line(error: BaseException, limit: int = 500) -> str:
+    """An exception as one line of at most ``limit`` characters (not yet escaped)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------------------------------------
 # where checkpoints and images come from
+
+
+def unlisted_reason(path: str | Path, root: str | Path) -> str | None:
+    """Why ``path`` is not offered: None for a regular file that is, links resolved, inside
+    ``root``; otherwise a short reason. Nothing is opened, so a FIFO or device cannot block."""
+    try:
+        resolved = Path(path).resolve(strict=True)
+        inside = resolved.is_relative_to(Path(root).resolve())
+    except FileNotFoundError:
+        return "a broken link"
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
+        return f"cannot be read ({getattr(error, 'strerror', None) or one_line(error)})"
+    if not inside:
+        return "a link to outside the listed folder"
+    try:
+        regular_file(resolved)
+    except UserError as error:
+        return str(error).removeprefix(f"{resolved}: ")
+    return None
 
 
 def checkpoint_root() -> Path:
@@ -103,12 +146,21 @@ def checkpoint_folders(root: str | Path | None = None) -> dict[str, Path]:
     return folders
 
 
-def checkpoint_options(folder: str | Path) -> dict[str, Path]:
+def checkpoint_options(folder: str | Path, root: str | Path | None = None,
+                       skipped: list[str] | None = None) -> dict[str, Path]:
     """``{label: checkpoint}`` of a folder's ``*.safetensors`` files, demo models in their usual
     order. The label is the model name from the metadata, or the file name where that is not
-    unique or not readable."""
+    unique or not readable. Only regular files whose links resolve inside ``root`` (default: the
+    folder) are offered; the others are appended to ``skipped`` as ``"name: reason"``."""
     folder = Path(folder)
-    paths = sorted(p for p in folder.glob("*.safetensors") if p.is_file()) if folder.is_dir() else []
+    root = Path(root) if root is not None else folder
+    paths = []
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        reason = unlisted_reason(path, root)
+        if reason is None:
+            paths.append(path)
+        elif skipped is not None:
+            skipped.append(f"{path.name}: {reason}")
     names = {}
     for path in paths:
         try:
@@ -194,24 +246,40 @@ def upload_image(name: str, data: bytes, max_pixels: int = MAX_PIXELS) -> InputI
     return InputImage(name, image)
 
 
-def folder_images(folder: str | Path | None = None) -> list[Path]:
-    """Images dropped into :func:`image_dir` (or ``folder``); empty when there are none."""
+def folder_images(folder: str | Path | None = None, skipped: list[str] | None = None) -> list[Path]:
+    """Images dropped into :func:`image_dir` (or ``folder``), sorted; empty when there are none.
+
+    Only regular files whose links resolve inside the folder are offered (as folder links are
+    not followed); the others are appended to ``skipped`` as ``"name: reason"``."""
+    folder = Path(folder) if folder is not None else image_dir()
     try:
-        return find_images(folder if folder is not None else image_dir())
-    except ImageError:
+        entries = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError:
         return []
+    images = []
+    for path in entries:
+        reason = unlisted_reason(path, folder)
+        if reason is None:
+            images.append(path)
+        elif skipped is not None:
+            skipped.append(f"{path.name}: {reason}")
+    return images
 
 
-def folder_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> InputImage:
-    """A dropped image; a Pascal VOC file beside it (``<stem>.xml``) gives its ground-truth boxes."""
+def folder_image(path: str | Path, max_pixels: int = MAX_PIXELS, root: str | Path | None = None) -> InputImage:
+    """A dropped image; a Pascal VOC file beside it (``<stem>.xml``) gives its ground-truth boxes.
+
+    With ``root``, the image (and the VOC file) must be regular files inside it, links resolved."""
     path = Path(path)
+    if root is not None and (reason := unlisted_reason(path, root)) is not None:
+        raise ImageError(f"{path.name}: {reason}")
     image = load_image(path, max_pixels=max_pixels)
     xml = path.with_suffix(".xml")
     mask, label = None, None
-    if xml.is_file():  # a regular file: a FIFO named like it would block
+    if xml.exists() and unlisted_reason(xml, root if root is not None else path.parent) is None:
         try:
             boxes = read_voc_boxes(xml)
-        except ValueError:
+        except (ValueError, UserError):
             boxes = []
         if boxes:
             mask = boxes_to_masks([[box for _, box in boxes]], image.height, image.width)[0]
@@ -361,7 +429,7 @@ def attention_figures(results: dict[str, dict]) -> dict[str, bytes]:
     if not models:
         return {}
     figures = {}
-    with tempfile.TemporaryDirectory(prefix="emca-vis-attention-") as folder, plt.rc_context(STYLE):
+    with tempfile.TemporaryDirectory(prefix="emca-vis-attention-") as folder, plt.rc_context(PLAIN_STYLE):
         out = Path(folder)
         for draw in (scaling_figure, scale_weights_figure, source_share_figure):
             for path in draw(models, out):
@@ -424,20 +492,32 @@ def _maybe_round(value, digits: int):
 # robustness
 
 
-def read_results(data: bytes | str, name: str = "results") -> dict:
+def read_results(data: bytes | str, name: str = "results", max_bytes: int = MAX_RESULTS_BYTES) -> dict:
     """A results JSON of ``python -m emca_vis.robustness``, checked against its schema
     (:mod:`emca_vis.robustness.results`: size, types, ranges, consistency); one-line
-    :class:`UserError` otherwise."""
+    :class:`UserError` otherwise. ``max_bytes``: a lower size limit (uploads)."""
+    if len(data) > max_bytes:
+        raise UserError(f"{name}: {len(data):,} bytes is over the {max_bytes:,}-byte limit")
     return parse_results(data, name)
 
 
 def find_results(root: str | Path | None = None, limit: int = 50) -> list[Path]:
-    """Robustness results JSONs under the checkpoint root (``*.json`` beside a ``.cells.jsonl``)."""
+    """Robustness results JSONs under the checkpoint root (``*.json`` beside a ``.cells.jsonl``),
+    up to :data:`SEARCH_DEPTH` levels deep, folder links not followed; a results file that is not
+    a regular file inside the root (links resolved) is not listed."""
     root = Path(root) if root is not None else checkpoint_root()
     if not root.is_dir():
         return []
-    found = [p.with_name(p.name.removesuffix(".cells.jsonl") + ".json") for p in sorted(root.rglob("*.cells.jsonl"))]
-    return [p for p in found if p.is_file()][:limit]
+    found = []
+    for current, dirs, files in os.walk(root, followlinks=False):
+        depth = len(Path(current).relative_to(root).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < SEARCH_DEPTH else []
+        for name in sorted(files):
+            if name.endswith(".cells.jsonl"):
+                path = Path(current) / (name.removesuffix(".cells.jsonl") + ".json")
+                if unlisted_reason(path, root) is None:
+                    found.append(path)
+    return sorted(found)[:limit]
 
 
 def run_robustness(paths: Sequence[str | Path], corruptions: Sequence[str], severities: Sequence[int],
@@ -489,7 +569,7 @@ def robustness_figure(results: dict) -> bytes:
     models = results["models"]
     colours = {label: OKABE_ITO[i % len(OKABE_ITO)] for i, label in enumerate(models)}
     corruptions = list(results["corruptions"])
-    with plt.rc_context(STYLE):
+    with plt.rc_context(PLAIN_STYLE):
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), width_ratios=(1, 2.2), layout="constrained")
         for label, m in models.items():
             severities = sorted({int(s) for by in m["errors"].values() for s in by})
@@ -516,7 +596,7 @@ def robustness_figure(results: dict) -> bytes:
 
 __all__ = ["CORRUPTIONS", "DEFAULT_MODELS", "DEMO_FOLDER", "IMAGE_SUFFIXES", "InputImage", "MAX_PIXELS",
            "SEVERITIES", "attention_figures", "attention_results", "attention_rows", "ce_rows", "checkpoint_folders",
-           "checkpoint_options", "checkpoint_root", "class_choices", "default_models", "error_rows", "explain",
+           "checkpoint_options", "checkpoint_root", "class_choices", "default_models", "error_rows", "escape_markdown", "explain",
            "find_results", "folder_image", "folder_images", "image_dir", "input_views", "layer_choices", "load_model",
-           "model_facts", "overlay", "read_results", "read_results_file", "robustness_figure", "run_robustness",
-           "sample_image", "sample_names", "summary_rows", "upload_image"]
+           "model_facts", "one_line", "overlay", "read_results", "read_results_file", "robustness_figure", "run_robustness",
+           "sample_image", "sample_names", "summary_rows", "unlisted_reason", "upload_image"]

@@ -6,6 +6,7 @@ The real browser (upload through the page, screenshot) is tests/test_app_browser
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import struct
 import zlib
@@ -54,6 +55,11 @@ def assert_fine(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+def shown(elements) -> str:
+    """The Markdown bodies of ``elements``, joined, with backslash escapes undone: the text a reader sees."""
+    return " ".join(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", element.value) for element in elements)
+
+
 def alts(at: AppTest, prefix: str = "") -> list[str]:
     return [img.alt for image in at.get("image") for img in image.proto.imgs if img.alt.startswith(prefix)]
 
@@ -84,7 +90,7 @@ def test_compare_panel_default_view_and_interaction():
     assert at.session_state["panel"] == "Compare"
     assert alts(at, "heatmap") == [f"heatmap {m} {v}" for m in DEFAULT for v in ("clean", "corrupted")]
     assert alts(at, "input") == ["input clean", "input corrupted"]
-    text = " ".join(m.value for m in at.markdown)
+    text = shown(at.markdown)
     assert "shapes test #7 (diamond)" in text and "ground truth: **diamond**" in text
     captions = [c.value for c in at.caption]
     assert sum(c.startswith("top-5:  \n**") and c.count("%") == 5 for c in captions) == 6  # per model and view
@@ -106,7 +112,7 @@ def test_compare_panel_default_view_and_interaction():
     at.run()
     assert_fine(at)
     assert alts(at, "heatmap") == [f"heatmap {m} clean" for m in DEFAULT]
-    assert "pentagon" in " ".join(m.value for m in at.markdown)
+    assert "pentagon" in shown(at.markdown)
 
 
 def test_checkpoint_folders_come_only_from_the_root(tmp_path):
@@ -143,8 +149,8 @@ def test_upload_shows_the_uploaded_image():
     at.sidebar.get("file_uploader")[0].set_value(("my star.png", png_bytes(image), "image/png"))
     at.run()
     assert_fine(at)
-    assert "**my star.png**" in " ".join(m.value for m in at.markdown)
-    assert "no ground-truth box" in " ".join(m.value for m in at.markdown)
+    assert "**my star.png**" in shown(at.markdown)
+    assert "no ground-truth box" in shown(at.markdown)
     assert len(alts(at, "heatmap")) == 6
     assert not any("pointing game" in c.value for c in at.caption)  # no box, no localisation score
 
@@ -166,7 +172,7 @@ def test_bad_upload_is_reported_and_the_app_keeps_working(name, data, problem):
     at.run()
     assert not at.exception
     assert len(at.error) == 1
-    message = at.error[0].value
+    message = shown(at.error)
     assert message.startswith(f"Upload refused: {name}: ") and problem in message, message
     assert "\n" not in message and "/tmp" not in message and ".." not in message
     assert "Showing good.png instead" in message
@@ -206,7 +212,7 @@ def test_folder_images_with_voc_box(tmp_path):
 
     at = run_app(source="Image folder")
     assert_fine(at)
-    assert "**a.jpg**" in " ".join(m.value for m in at.markdown)
+    assert "**a.jpg**" in shown(at.markdown)
     assert sum("pointing game:" in c.value for c in at.caption) == 6
 
 
@@ -244,7 +250,7 @@ def test_robustness_panel_loads_results_json(tmp_path):
 
     at.get("file_uploader")[0].set_value(("broken.json", b"{\"models\": 3}", "application/json")).run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["Results refused: broken.json: models: Input should be a valid "
+    assert [shown([e]) for e in at.error] == ["Results refused: broken.json: models: Input should be a valid "
                                            "dictionary (got 3)"]
     with pytest.raises(UserError, match="x.json: not valid JSON"):
         iv.read_results(b"\x00", "x.json")
