@@ -86,7 +86,7 @@ def sidebar() -> tuple[dict, dict]:
         "Method", METHODS, index=METHODS.index("gradcam"), key="method",
         help=f"CAMs from pytorch-grad-cam, attributions from Captum. {', '.join(SLOW_METHODS)} take "
              "seconds per model on a CPU.")
-    models = panels.load_selected(settings["models"])
+    models = panels.load_selected(settings["models"], str(listing_root))
     classes = iv.class_choices([m for m in models.values() if m is not None]) if models else []
     settings["target"] = bar.selectbox("Target class", ["predicted class", *classes], key="target",
                                        help="Explain each view's predicted class, or one class by name.")

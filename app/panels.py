@@ -98,11 +98,16 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def load_selected(chosen: dict[str, str]) -> dict[str, LoadedModel | None]:
-    """The chosen checkpoints, loaded once per process; a failure is shown and gives None."""
+def load_selected(chosen: dict[str, str], root: str | None = None) -> dict[str, LoadedModel | None]:
+    """The chosen checkpoints, loaded once per process; a failure is shown and gives None.
+
+    With ``root``, each is checked again to be a regular file inside it (the listing is cached
+    for a few seconds, and a file may have been swapped for a link or a FIFO since)."""
     models = {}
     for label, path in chosen.items():
         try:
+            if root is not None and (reason := iv.unlisted_reason(path, root)) is not None:
+                raise UserError(f"{Path(path).name}: {reason}")
             models[label] = _model(path, _mtime(path), label)
         except Exception as error:  # a bad checkpoint is one line; the other models still load
             if not isinstance(error, UserError):

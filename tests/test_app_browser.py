@@ -1,7 +1,8 @@
 """The app in a real browser: `streamlit run app/main.py` driven by headless Chromium (Selenium).
 
-Selects a fourth model, uploads a PNG through the page's file input, waits for the heatmaps
-and checks they rendered with no error on the page. The screenshot goes to
+Selects a fourth model, uploads a PNG (its name holding an HTML tag) through the page's file
+input, waits for the heatmaps and checks they rendered with no error on the page, and that the
+name shows as typed with no element made from it. The screenshot goes to
 ``test-artifacts/app.png`` (also when the test fails, with the server log beside it).
 CI installs Chromium and its driver (.ci/run); without them the test is skipped.
 """
@@ -25,7 +26,8 @@ from emca_vis.data.shapes import render_sample
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 MODELS = ("resnet18", "resnet18_eca", "resnet18_emca_eca", "resnet18_emca_se")  # the defaults + one picked here
-UPLOAD = "upload_star.png"
+# A file name with HTML in it: the page must show it as typed and create no element from it.
+UPLOAD = "upload <img src=x onerror=alert(1)> star.png"
 UPLOAD_LIMIT_MB = int(re.search(r"^maxUploadSize\s*=\s*(\d+)", (ROOT / ".streamlit" / "config.toml").read_text(),
                                 re.MULTILINE).group(1))
 HEATMAPS = 'img[alt^="heatmap "]'
@@ -170,6 +172,7 @@ def test_app_in_chromium(server, browser, tmp_path):
             assert f"heatmap {model} clean" in alts and f"heatmap {model} corrupted" in alts, alts
         assert len({alt.split()[1] for alt in alts}) >= 3
         assert "no ground-truth box" in browser.find_element(By.CSS_SELECTOR, main).text
+        assert not browser.find_elements(By.CSS_SELECTOR, 'img[src="x"], img[onerror]')  # the name stayed text
         errors = browser.find_elements(By.CSS_SELECTOR, ERRORS)
         assert not errors, [e.text for e in errors]
         alerts = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlert"]')

@@ -495,3 +495,18 @@ def test_a_failing_panel_is_one_line_and_the_page_goes_on(monkeypatch, panel, fu
     at.run()
     went_on(at)
     assert not at.error
+
+
+def test_checkpoint_swapped_for_a_link_out_after_listing_is_refused(tmp_path):
+    exp = tmp_path / "root" / "exp"
+    checkpoint(exp / "a.safetensors", "resnet18_eca")
+    swapped = checkpoint(exp / "b.safetensors")
+    at = run_app(folder="root/exp", **{"models:root/exp": ["resnet18_eca", "resnet18"]})
+    went_on(at)
+    assert not at.error
+    swapped.unlink()  # the listing is cached for seconds: the file becomes a link out of the root
+    swapped.symlink_to(checkpoint(tmp_path / "elsewhere" / "b.safetensors", "resnet18_se"))
+    at.run()
+    went_on(at)
+    one_error(at, "Cannot load resnet18: b.safetensors: a link to outside the listed folder")
+    assert alts(at, "heatmap") == ["heatmap resnet18_eca clean", "heatmap resnet18_eca corrupted"]
