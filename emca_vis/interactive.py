@@ -594,9 +594,10 @@ def robustness_figure(results: dict) -> bytes:
     return buffer.getvalue()
 
 
-__all__ = ["CORRUPTIONS", "DEFAULT_MODELS", "DEMO_FOLDER", "IMAGE_SUFFIXES", "InputImage", "MAX_PIXELS",
-           "SEVERITIES", "attention_figures", "attention_results", "attention_rows", "ce_rows", "checkpoint_folders",
-           "checkpoint_options", "checkpoint_root", "class_choices", "default_models", "error_rows", "escape_markdown", "explain",
-           "find_results", "folder_image", "folder_images", "image_dir", "input_views", "layer_choices", "load_model",
-           "model_facts", "one_line", "overlay", "read_results", "read_results_file", "robustness_figure", "run_robustness",
-           "sample_image", "sample_names", "summary_rows", "unlisted_reason", "upload_image"]
+__all__ = ["CORRUPTIONS", "DEFAULT_MODELS", "DEMO_FOLDER", "IMAGE_SUFFIXES", "InputImage", "MAX_PIXELS", "SEVERITIES",
+           "attention_figures", "attention_results", "attention_rows", "ce_rows", "checkpoint_folders",
+           "checkpoint_options", "checkpoint_root", "class_choices", "default_models", "error_rows", "escape_markdown",
+           "explain", "find_results", "folder_image", "folder_images", "image_dir", "input_views", "layer_choices",
+           "load_model", "model_facts", "one_line", "overlay", "read_results", "read_results_file",
+           "robustness_figure", "run_robustness", "sample_image", "sample_names", "summary_rows", "unlisted_reason",
+           "upload_image"]

@@ -187,6 +187,31 @@ def upload_results(name: str, data: bytes | str) -> AppTest:
 # user text shown as text
 
 
+@pytest.mark.parametrize("text", [*HOSTILE.values(), "a *b* _c_ `d` # e", ":red[x] :material/home: $x^2$",
+                                  "www.evil.example a@b.example <https://x>", "1. item\n> quote\r\n- list"])
+def test_escape_markdown_leaves_no_construct(text):
+    escaped = iv.escape_markdown(text)
+    assert unescaped(escaped) == " ".join(text.split())  # one line, shown as typed
+    assert re.fullmatch(r"(?:\\[!-/:-@\[-`{-~]|[^!-/:-@\[-`{-~])*", escaped)  # every punctuation mark escaped
+
+
+def test_unlisted_reason_names_each_kind_of_file(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "file").write_bytes(b"x")
+    (tmp_path / "outside").write_bytes(b"x")
+    os.mkfifo(root / "pipe")
+    links = {"in": root / "file", "out": tmp_path / "outside", "broken": root / "missing", "dir": root / "sub"}
+    for name, target in links.items():
+        (root / name).symlink_to(target)
+    (root / "loop").symlink_to(root / "loop")
+    reasons = {p.name: iv.unlisted_reason(p, root) for p in sorted(root.iterdir())}
+    assert reasons == {"broken": "a broken link", "dir": "is a directory, not a regular file", "file": None,
+                       "in": None, "loop": reasons["loop"], "out": "a link to outside the listed folder",
+                       "pipe": "is a FIFO (named pipe), not a regular file", "sub": "is a directory, not a regular file"}
+    assert reasons["loop"].startswith("cannot be read (")
+
+
 @pytest.mark.parametrize("kind", list(HOSTILE))
 def test_upload_name_is_shown_literally(kind):
     name = HOSTILE[kind] + ".png"
@@ -311,7 +336,8 @@ RESULTS_CASES = {
     "200,000 corruptions in 2 MB": (json.dumps({**results(1, ()), "corruptions": [f"c{i}" for i in range(200_000)]}),
                                     "corruptions: List should have at most 50 items"),
     "5,000 models in 400 KB": (json.dumps({"corruptions": [], "severities": [1], "models": {
-        f"m{i}": {"clean_error": 0.1, "errors": {}} for i in range(5000)}}), "models: Dictionary should have at most 100"),
+        f"m{i}": {"clean_error": 0.1, "errors": {}} for i in range(5000)}}),
+        "models: Dictionary should have at most 100"),
     "NaN": (edited(lambda r: r["models"]["m1"].update(clean_error=float("nan"))),
             "models.m1.clean_error: Input should be a finite number"),
     "not UTF-8": (b"\xff\xfe{}", "not valid JSON"),
