@@ -181,7 +181,7 @@ def current_image(settings: dict, size: int = 64) -> iv.InputImage:
     except Exception as error:  # whatever the file does, one line and the default sample
         if not isinstance(error, UserError):
             log.exception("reading %s failed", path)
-        st.error(f"Image refused: {failure(error).rstrip('.')}. Showing {esc(fallback.name)} instead.")
+        st.error(f"Image refused: {failure(error).removesuffix(esc('.'))}. Showing {esc(fallback.name)} instead.")
         return fallback
 
 

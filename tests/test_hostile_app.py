@@ -536,3 +536,17 @@ def test_checkpoint_swapped_for_a_link_out_after_listing_is_refused(tmp_path):
     went_on(at)
     one_error(at, "Cannot load resnet18: b.safetensors: a link to outside the listed folder")
     assert alts(at, "heatmap") == ["heatmap resnet18_eca clean", "heatmap resnet18_eca corrupted"]
+
+
+def test_image_swapped_for_a_fifo_after_listing_is_one_line(tmp_path):
+    folder = tmp_path / "images"
+    render_sample(0, "val", 0, 64).image.save(folder / "a.png")
+    at = run_app(source="Image folder")
+    went_on(at)
+    (folder / "a.png").unlink()  # the listing is cached for seconds: the image becomes a FIFO
+    os.mkfifo(folder / "a.png")
+    at.run()
+    went_on(at)
+    text = one_error(at, "Image refused: ", "a.png: is a FIFO (named pipe), not a regular file. Showing shapes test")
+    assert ".. Showing" not in text
+    assert alts(at, "heatmap") == ["heatmap resnet18 clean", "heatmap resnet18 corrupted"]
