@@ -25,8 +25,8 @@ from emca_vis.train import main
 
 # 2 epochs of 4 steps, a resume state every 2 steps: mid-epoch states (steps 2, 6), trained but
 # unevaluated ones (4, 8) and evaluated ones (4, 8); validation in two batches.
-RUN = ["--model", "resnet18_emca_eca", "--width", "0.125", "--image-size", "16", "--epochs", "2",
-       "--train-size", "32", "--val-size", "16", "--batch-size", "8", "--workers", "0", "--seed", "5", "--deterministic"]
+RUN = ["--model", "resnet18_emca_eca", "--width", "0.125", "--image-size", "16", "--epochs", "2", "--train-size",
+       "32", "--val-size", "16", "--batch-size", "8", "--workers", "0", "--seed", "5", "--deterministic"]
 WALL_CLOCK = ("epoch_seconds", "train_images_per_second")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -75,13 +76,146 @@ def train(args) -> dict:
     """Run training as ``args`` says; returns the final metrics."""
     rank, world, _, device = setup_distributed(args.device)
     try:
-        return _train(args, rank, world, device)
+        run = _build(args, rank, world, device)
+        record, rng = _resume(run) if args.resume else (
+            ResumeRecord(step=0, epoch=1, phase="training", world=world, settings=dict(vars(args))), None)
+        return run.fit(record, rng)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(args, rank: int, world: int, device: torch.device) -> dict:
+@dataclass
+class Run:
+    """Everything one training run works with, built by :func:`_build`."""
+
+    args: object
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    model: nn.Module
+    net: nn.Module  # the model as trained: DDP and/or compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    autocast: object
+    samples: SeededSamples
+    sampler: GlobalBatchSampler
+    val_set: Dataset
+    meta: dict  # the checkpoints' metadata (dataset, training arguments)
+
+    def save(self, record: ResumeRecord, meta: dict) -> None:
+        save_state(self.out, self.model, self.optimizer, self.scheduler, self.scaler, record, meta)
+
+    def fit(self, record: ResumeRecord, rng: dict | None) -> dict:
+        """Train from ``record`` to the last epoch; ``rng``: the RNG state to set once the
+        resumed epoch's loader has drawn its seed. Returns the last epoch's metrics."""
+        args, rank = self.args, self.rank
+        tensorboard = TensorBoard(self.out) if rank == 0 else None
+        try:
+            while not (record.phase == "evaluated" and record.epoch >= args.epochs):
+                if record.phase == "evaluated":
+                    record = record.next_epoch()
+                # This process's share of the epoch's sums; rank 0 carries what the state had summed.
+                sums = [record.loss_sum, record.correct, record.seen] if rank == 0 else [0.0, 0, 0]
+                started = time.perf_counter() - record.seconds
+                if record.phase == "training":
+                    self.train_epoch(record, sums, started, rng)
+                    rng = None
+                record = self.evaluate_epoch(record, sums, time.perf_counter() - started)
+                if rank == 0:
+                    self.save(record, {**self.meta, "metrics": record.rows[-1]})
+                    fault_point("saved")
+                    publish_epoch(self.out, self.model, self.meta, record)
+                    tensorboard.add(record.rows[-1])
+                    row = record.rows[-1]
+                    print(f"epoch {record.epoch}/{args.epochs}: train loss {row['train_loss']:.4f}, "
+                          f"val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}% "
+                          f"({row['train_images_per_second']:.0f} img/s)", flush=True)
+        finally:
+            if tensorboard is not None:
+                tensorboard.close()
+        if rank == 0:
+            print(f"wrote {self.out / 'best.safetensors'} and {self.out / 'last.safetensors'}")
+        return record.rows[-1]
+
+    def train_epoch(self, record: ResumeRecord, sums: list, started: float, rng: dict | None) -> None:
+        """The remaining optimiser steps of ``record.epoch``; updates ``record`` and ``sums`` in
+        place and saves a state every ``--checkpoint-every`` steps."""
+        args, sampler, optimizer, scheduler, scaler = self.args, self.sampler, self.optimizer, self.scheduler, \
+            self.scaler
+        steps = sampler.steps_per_epoch
+        start = record.step - (record.epoch - 1) * steps
+        self.samples.epoch = sampler.epoch = record.epoch - 1
+        sampler.start_step = start
+        loader = DataLoader(self.samples, batch_sampler=sampler, num_workers=args.workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        batches = iter(loader)  # draws the loader's seed from the global RNG, as the uninterrupted epoch did
+        if rng is not None:
+            _set_rng(rng, self.device)
+        self.net.train()
+        bar = tqdm(total=steps, initial=start, desc=f"epoch {record.epoch}/{args.epochs}",
+                   disable=self.rank != 0 or None, leave=False)
+        for micro, (images, labels) in enumerate(batches):
+            images, labels = _to_device(images, labels, self.device, args.channels_last)
+            last_micro = (micro + 1) % args.accum_steps == 0
+            sync = nullcontext() if last_micro or self.world == 1 else self.net.no_sync()
+            with sync:
+                with self.autocast:
+                    logits = self.net(images)
+                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing)
+                scaled = loss / args.accum_steps
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            sums[0] += loss.item() * len(labels)
+            sums[1] += (logits.argmax(1) == labels).sum().item()
+            sums[2] += len(labels)
+            if not last_micro:
+                continue
+            if args.clip_grad:
+                if scaler:
+                    scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), args.clip_grad)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            record.step += 1
+            if record.step == record.epoch * steps:
+                record.phase = "trained"
+            bar.update()
+            bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
+            if args.checkpoint_every and record.step % args.checkpoint_every == 0:
+                loss_sum, correct, seen = all_reduce_sum(sums, self.device)  # every process takes part
+                if self.rank == 0:
+                    self.save(record.model_copy(update={
+                        "loss_sum": loss_sum, "correct": round(correct), "seen": round(seen),
+                        "seconds": time.perf_counter() - started}), self.meta)
+            fault_point("step")
+        bar.close()
+        record.phase = "trained"
+
+    def evaluate_epoch(self, record: ResumeRecord, sums: list, elapsed: float) -> ResumeRecord:
+        """``record`` with the trained epoch evaluated: its metrics row, the best top-1."""
+        loss_sum, correct, seen = all_reduce_sum(sums, self.device)
+        row = {"epoch": record.epoch, "step": record.step, "lr": self.scheduler.get_last_lr()[0],
+               "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
+               **evaluate(self.net, self.val_set, self.args, self.device, self.rank, self.world, self.autocast),
+               "epoch_seconds": elapsed, "train_images_per_second": seen / max(elapsed, 1e-9)}
+        best_top1, best_epoch = record.best_top1, record.best_epoch
+        if row["val_top1"] > best_top1:
+            best_top1, best_epoch = row["val_top1"], record.epoch
+        row["best_val_top1"] = best_top1
+        return record.model_copy(update={
+            "phase": "evaluated", "loss_sum": loss_sum, "correct": round(correct), "seen": round(seen),
+            "seconds": elapsed, "best_top1": best_top1, "best_epoch": best_epoch, "rows": [*record.rows, row]})
+
+
+def _build(args, rank: int, world: int, device: torch.device) -> Run:
+    """Data, model, optimiser and schedule of a fresh run (``--resume`` then loads their state)."""
     out = Path(args.out)
     if not args.resume and any((out / "resume").glob("step-*")):
         raise UserError(f"--out {out}: holds the states of an earlier run; continue it with --resume, or train "
@@ -130,33 +264,6 @@ def _train(args, rank: int, world: int, device: torch.device) -> dict:
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
     autocast = (torch.autocast(device.type, dtype=torch.float16 if args.amp == "fp16" else torch.bfloat16)
                 if args.amp != "none" else nullcontext())
-
-    record = ResumeRecord(step=0, epoch=1, phase="training", world=world, settings=dict(vars(args)))
-    pending_rng = None  # mid-epoch: the RNG state is set once the epoch's loader has drawn its seed
-    if args.resume:
-        weights, state, record, folder = load_state(out, remove_unusable=rank == 0)
-        check_settings(record, args, world, folder)
-        first = (record.epoch - 1) * steps  # the steps before this epoch
-        if not (first <= record.step < first + steps if record.phase == "training" else record.step == first + steps):
-            raise UserError(f"--resume: {folder}: step {record.step} does not fall in epoch {record.epoch} of "
-                            f"{steps} steps")
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as error:
-            detail = [line.strip() for line in str(error).splitlines() if line.strip()][-1][:160]
-            raise UserError(f"--resume: {folder}: the saved weights do not fit --model {args.model} ({detail})") \
-                from None
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        if record.phase == "training":
-            pending_rng = state
-        else:
-            _set_rng(state, device)
-        if rank == 0:
-            print(f"resumed from {folder} (epoch {record.epoch}, step {record.step}, {record.phase})")
-
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     if args.compile:
@@ -167,116 +274,42 @@ def _train(args, rank: int, world: int, device: torch.device) -> dict:
                         **meta})
     except ValueError as error:
         raise UserError(f"this run's checkpoints would have invalid metadata: {error}") from None
-    tensorboard = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        tensorboard = TensorBoard(out)
         print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.3f} M parameters, "
               f"{len(samples)} training images, {num_classes} classes, global batch {global_batch}, "
               f"lr {args.lr:g}, {world} process(es) on {device.type}")
-        if args.resume:  # the visible files as the state knows them (a kill may have cut them short)
-            if record.phase == "evaluated":
-                publish_epoch(out, model, meta, record)
-            else:
-                write_metrics(out, record.rows)
+    return Run(args, rank, world, device, out, model, net, optimizer, scheduler, scaler, autocast, samples,
+               sampler, val_set, meta)
 
-    def save(phase_record: ResumeRecord, checkpoint_meta: dict) -> None:
-        save_state(out, model, optimizer, scheduler, scaler, phase_record, checkpoint_meta)
 
+def _resume(run: Run) -> tuple[ResumeRecord, dict | None]:
+    """Load the newest state into ``run`` and rewrite the visible files as it knows them (a kill
+    may have cut them short). Returns its record, and the RNG state still to be set when it
+    stopped mid-epoch (see :meth:`Run.fit`)."""
+    args, out, steps = run.args, run.out, run.sampler.steps_per_epoch
+    weights, state, record, folder = load_state(out, remove_unusable=run.rank == 0)
+    check_settings(record, args, run.world, folder)
+    first = (record.epoch - 1) * steps  # the steps before this epoch
+    if not (first <= record.step < first + steps if record.phase == "training" else record.step == first + steps):
+        raise UserError(f"--resume: {folder}: step {record.step} does not fall in epoch {record.epoch} of "
+                        f"{steps} steps")
     try:
-        while not (record.phase == "evaluated" and record.epoch >= args.epochs):
-            if record.phase == "evaluated":
-                record = record.next_epoch()
-            # This process's share of the epoch's sums; rank 0 carries what the state had summed.
-            sums = [record.loss_sum, record.correct, record.seen] if rank == 0 else [0.0, 0, 0]
-            started = time.perf_counter() - record.seconds
-            if record.phase == "training":
-                _train_epoch(args, record, sums, started, net, model, optimizer, scheduler, scaler, autocast,
-                             samples, sampler, device, rank, world, pending_rng, save, meta)
-                pending_rng = None
-            elapsed = time.perf_counter() - started
-            loss_sum, correct, seen = all_reduce_sum(sums, device)
-            row = {"epoch": record.epoch, "step": record.step, "lr": scheduler.get_last_lr()[0],
-                   "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
-                   **evaluate(net, val_set, args, device, rank, world, autocast),
-                   "epoch_seconds": elapsed, "train_images_per_second": seen / max(elapsed, 1e-9)}
-            improved = row["val_top1"] > record.best_top1
-            best_top1, best_epoch = (row["val_top1"], record.epoch) if improved else (record.best_top1,
-                                                                                         record.best_epoch)
-            row["best_val_top1"] = best_top1
-            record = record.model_copy(update={
-                "phase": "evaluated", "loss_sum": loss_sum, "correct": round(correct), "seen": round(seen),
-                "seconds": elapsed, "best_top1": best_top1, "best_epoch": best_epoch, "rows": [*record.rows, row]})
-            if rank == 0:
-                checkpoint_meta = {**meta, "metrics": row}
-                save(record, checkpoint_meta)
-                fault_point("saved")
-                publish_epoch(out, model, meta, record)
-                tensorboard.add(row)
-                print(f"epoch {record.epoch}/{args.epochs}: train loss {row['train_loss']:.4f}, "
-                      f"val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}% "
-                      f"({row['train_images_per_second']:.0f} img/s)", flush=True)
-    finally:
-        if tensorboard is not None:
-            tensorboard.close()
-    if rank == 0:
-        print(f"wrote {out / 'best.safetensors'} and {out / 'last.safetensors'}")
-    return record.rows[-1]
-
-
-def _train_epoch(args, record: ResumeRecord, sums: list, started: float, net, model, optimizer, scheduler,
-                 scaler, autocast, samples, sampler, device, rank: int, world: int, pending_rng, save,
-                 meta: dict) -> None:
-    """The remaining optimiser steps of ``record.epoch``; updates ``record`` and ``sums`` in place
-    and saves a state every ``--checkpoint-every`` steps."""
-    steps = sampler.steps_per_epoch
-    start = record.step - (record.epoch - 1) * steps
-    samples.epoch = sampler.epoch = record.epoch - 1
-    sampler.start_step = start
-    loader = DataLoader(samples, batch_sampler=sampler, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    batches = iter(loader)  # draws the loader's seed from the global RNG, as the uninterrupted epoch did
-    if pending_rng is not None:
-        _set_rng(pending_rng, device)
-    net.train()
-    bar = tqdm(total=steps, initial=start, desc=f"epoch {record.epoch}/{args.epochs}",
-               disable=rank != 0 or None, leave=False)
-    for micro, (images, labels) in enumerate(batches):
-        images, labels = _to_device(images, labels, device, args.channels_last)
-        last_micro = (micro + 1) % args.accum_steps == 0
-        sync = nullcontext() if last_micro or world == 1 else net.no_sync()
-        with sync:
-            with autocast:
-                logits = net(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing)
-            scaled = loss / args.accum_steps
-            (scaler.scale(scaled) if scaler else scaled).backward()
-        sums[0] += loss.item() * len(labels)
-        sums[1] += (logits.argmax(1) == labels).sum().item()
-        sums[2] += len(labels)
-        if not last_micro:
-            continue
-        if args.clip_grad:
-            if scaler:
-                scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
+        run.model.load_state_dict(weights)
+    except RuntimeError as error:
+        detail = [line.strip() for line in str(error).splitlines() if line.strip()][-1][:160]
+        raise UserError(f"--resume: {folder}: the saved weights do not fit --model {args.model} ({detail})") from None
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state["scaler"]:
+        run.scaler.load_state_dict(state["scaler"])
+    if run.rank == 0:
+        print(f"resumed from {folder} (epoch {record.epoch}, step {record.step}, {record.phase})")
+        if record.phase == "evaluated":
+            publish_epoch(out, run.model, run.meta, record)
         else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        record.step += 1
-        if record.step == record.epoch * steps:
-            record.phase = "trained"
-        bar.update()
-        bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
-        if args.checkpoint_every and record.step % args.checkpoint_every == 0:
-            loss_sum, correct, seen = all_reduce_sum(sums, device)  # every process takes part
-            if rank == 0:
-                save(record.model_copy(update={"loss_sum": loss_sum, "correct": round(correct), "seen": round(seen),
-                                               "seconds": time.perf_counter() - started}), meta)
-        fault_point("step")
-    bar.close()
-    record.phase = "trained"
+            write_metrics(out, record.rows)
+    if record.phase == "training":
+        return record, state
+    _set_rng(state, run.device)
+    return record, None
