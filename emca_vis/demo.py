@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
@@ -49,9 +50,14 @@ def train_missing(seed: int = 0) -> None:
             continue
         run_dir = folder / "runs" / name
         print(f"training demo model {name} -> {target}", flush=True)
+        resume = ["--resume"] if any((run_dir / "resume").glob("step-*")) else []  # an interrupted one
         train(build_parser().parse_args(["--model", name, "--out", str(run_dir), "--seed", str(seed),
-                                         *DEMO_TRAIN_ARGS]))
-        (run_dir / "best.safetensors").replace(target)
+                                         *DEMO_TRAIN_ARGS, *resume]))
+        # A copy (then a rename, so a kill leaves no half file): resuming a finished run rewrites
+        # best only when its last epoch is the best, so the run keeps its own.
+        partial = target.with_name(f".{target.name}.partial")
+        shutil.copyfile(run_dir / "best.safetensors", partial)
+        partial.replace(target)
 
 
 def main(argv: list[str] | None = None) -> int:

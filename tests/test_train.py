@@ -15,7 +15,9 @@ from emca_vis.checkpoint import load_checkpoint
 from emca_vis.data import DatasetError, build_dataset
 from emca_vis.data.shapes import render_sample
 from emca_vis.demo import DEMO_TRAIN_ARGS
-from emca_vis.train import GlobalBatchSampler, build_parser, lr_factor, train
+from emca_vis.train import build_parser, train
+from emca_vis.training.data_order import GlobalBatchSampler
+from emca_vis.training.optim import lr_factor
 
 TINY = ["--width", "0.125", "--image-size", "32", "--workers", "0", "--val-size", "64", "--batch-size", "16"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -79,7 +81,7 @@ def test_two_process_ddp_equals_one_process_with_same_global_batch(tmp_path):
     params = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     for key in params:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
-    start = load_checkpoint(tmp_path / "one" / "resume" / "step-000000008" / "model.safetensors")[0].state_dict()
+    start = load_checkpoint(tmp_path / "one" / "resume" / "step-000000008-evaluated" / "model.safetensors")[0].state_dict()
     assert torch.equal(start["fc.weight"], a["fc.weight"])  # the last state is the final one
 
 
@@ -109,12 +111,12 @@ def test_corrupt_last_state_falls_back_then_refuses(tmp_path):
     common = ["--model", "resnet18_eca", "--epochs", "1", "--train-size", "96", *TINY]
     run(*common, "--out", tmp_path, "--checkpoint-every", "2")
     states = sorted((tmp_path / "resume").glob("step-*"))
-    assert [s.name for s in states] == ["step-000000004", "step-000000006"]
+    assert [s.name for s in states] == ["step-000000006", "step-000000006-evaluated"]
     newest = states[-1] / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:1000])
     result = run(*common[:3], "2", *common[4:], "--out", tmp_path, "--resume")
-    assert "resume state" in result.stderr and "step-000000006 is unusable" in result.stderr
-    assert "resumed from" in result.stdout and "step-000000004" in result.stdout
+    assert "resume state" in result.stderr and "step-000000006-evaluated is unusable" in result.stderr
+    assert "resumed from" in result.stdout and "step-000000006 (epoch 1, step 6, trained)" in result.stdout
     for state in sorted((tmp_path / "resume").glob("step-*")):
         (state / "state.pt").write_bytes(b"garbage")
     result = run(*common, "--out", tmp_path, "--resume", check=False)
