@@ -22,16 +22,18 @@ import numpy as np
 
 from .errors import UserError, run_cli
 from .explain.figures import comparison_figure, to_display
-from .explain.heatmaps import METHODS, check_method, heatmap_stats, heatmaps, predict, resolve_target
+from .explain.heatmaps import (LAYER_METHODS, METHODS, check_layer, check_method, heatmap_stats, heatmaps, predict,
+                                resolve_target)
 from .images import find_images, load_image
 from .inputs import LoadedModel, add_nonfinite_option, load_models
-from .outputs import write_json
+from .options import Parser, positive_int
+from .outputs import check_out, figure_format, figure_formats, write_json, write_npz
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "integrated_gradients")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.gradcam", description=__doc__.split("\n")[0],
+    parser = Parser(prog="python -m emca_vis.gradcam", description=__doc__.split("\n")[0],
                                      epilog="`python -m emca_vis.gradcam evaluate --help` for heatmap scores")
     parser.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
     parser.add_argument("--dir", help="explain every image in this folder")
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), help=f"any of: {', '.join(METHODS)}")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--target", help="class index or name to explain (default: the predicted class)")
-    group.add_argument("--top-k", type=int, default=1, help="explain each of the k most probable classes")
+    group.add_argument("--top-k", type=positive_int, default=1, help="explain each of the k most probable classes")
     parser.add_argument("--aug-smooth", action="store_true", help="test-time augmentation smoothing (CAM methods)")
     parser.add_argument("--eigen-smooth", action="store_true", help="first principal component (CAM methods)")
     parser.add_argument("--out", default="runs/gradcam/gradcam.png",
@@ -62,14 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for method in args.method:
         check_method(method)
-    if args.top_k < 1:
-        raise UserError("--top-k must be at least 1")
     paths = [Path(p) for p in args.image] + (find_images(args.dir) if args.dir else [])
     if not paths:
         raise UserError("give at least one --image or a --dir of images")
+    out = Path(args.out)
+    if figure_format(out) not in figure_formats():
+        raise UserError(f"--out {out}: unknown figure format {figure_format(out)!r}; "
+                        f"use one of {', '.join(figure_formats())}")
+    figure_paths = [out if len(paths) == 1 else out.with_name(f"{out.stem}_{index:03d}_{path.stem}{out.suffix}")
+                    for index, path in enumerate(paths)]
+    check_out(out, files=[*figure_paths, out.with_suffix(".json"), out.with_suffix(".npz")])
     failures: list[str] = []
     models = load_models(args.checkpoint, failures, args.allow_nonfinite)
-    out = Path(args.out)
+    check_model_options(models, args)
     report = {"models": [{"label": m.label, "checkpoint": str(m.path)} for m in models], "images": []}
     arrays: dict[str, np.ndarray] = {}
     for index, path in enumerate(paths):
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             failures.append(str(error))
             continue
-        figure_path = out if len(paths) == 1 else out.with_name(f"{out.stem}_{index:03d}_{path.stem}{out.suffix}")
+        figure_path = figure_paths[index]
         rows, entries = [], []
         for loaded in models:
             row, entry, maps = explain_image(loaded, image, args)
@@ -94,9 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     json_path, npz_path = out.with_suffix(".json"), out.with_suffix(".npz")
     write_json(json_path, report, indent=2)
-    np.savez_compressed(npz_path, **arrays)
+    write_npz(npz_path, arrays)
     print(f"wrote {json_path}\nwrote {npz_path}")
     return 2 if failures else 0
+
+
+def check_model_options(models: list[LoadedModel], args) -> None:
+    """``--layer`` and ``--target`` checked on every model before any heatmap is computed."""
+    for loaded in models:
+        if any(method in LAYER_METHODS for method in args.method):
+            check_layer(loaded.model, args.layer, loaded.input_size)
+        if getattr(args, "target", None) is not None:
+            resolve_target(args.target, loaded.class_names)
 
 
 def explain_image(loaded: LoadedModel, image, args) -> tuple[dict, dict, dict[str, np.ndarray]]:

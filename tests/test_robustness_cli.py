@@ -41,7 +41,10 @@ def test_scores_resume_and_only_new_cells_are_computed(tmp_path):
     lines = out.with_suffix(".cells.jsonl").read_text().splitlines()
     assert len([line for line in lines if '"contrast"' in line]) == 4 and len(lines) == 10 + 4
     assert json.loads(out.read_text())["models"]["resnet18_emca_eca"]["errors"]["gaussian_noise"] == errors
-    other_seed = run(*small(out, "--corruptions", "contrast", "--severities", "1", "--seed", "1"))
+    refused = run(*small(out, "--corruptions", "contrast", "--severities", "1", "--seed", "1"))
+    assert refused.returncode == 2 and "r.json: holds results with seed 0, this run has 1" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    other_seed = run(*small(out, "--corruptions", "contrast", "--severities", "1", "--seed", "1", "--overwrite"))
     assert other_seed.returncode == 0, other_seed.stderr
     assert len(out.with_suffix(".cells.jsonl").read_text().splitlines()) == 14 + 2 * 2  # clean and contrast redone
 

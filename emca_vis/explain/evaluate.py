@@ -15,7 +15,7 @@ confidence interval of each metric) and prints the table as Markdown.
 from __future__ import annotations
 
 import argparse
-import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,28 +25,29 @@ from tqdm import tqdm
 
 from ..data import build_dataset
 from ..errors import UserError
-from ..outputs import write_json
 from ..inputs import LoadedModel, add_nonfinite_option, load_models
+from ..options import Parser, positive_int
+from ..outputs import check_out, write_dict_csv, write_json
 from . import metrics
-from .heatmaps import METHODS, check_method, heatmaps, predict
+from .heatmaps import LAYER_METHODS, METHODS, check_layer, check_method, heatmaps, predict
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam")
 POINTING_TOLERANCE_AT_224 = 15  # pixels, as in the pointing game's original protocol
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.gradcam evaluate", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m emca_vis.gradcam evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints to score (default: the demo checkpoints)")
     parser.add_argument("--layer", default="layer4", help="target layer: layer4, layer3, layer4.1, ...")
     parser.add_argument("--data", default="shapes", help="shapes, or folder:/p / imagenet:/p with --boxes")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--boxes", help="folder of Pascal VOC XML box files (image folders only)")
-    parser.add_argument("--n", type=int, default=500, help="number of images (the first n of the split)")
+    parser.add_argument("--n", type=positive_int, default=500, help="number of images (the first n of the split)")
     parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), help=f"any of: {', '.join(METHODS)}")
     parser.add_argument("--faithfulness", action="store_true", help="also deletion and insertion AUC (slower)")
-    parser.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
+    parser.add_argument("--steps", type=positive_int, default=20, help="deletion/insertion steps")
     parser.add_argument("--road", action="store_true", help="also pytorch-grad-cam's ROAD score (slowest)")
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=positive_int, default=50)
     parser.add_argument("--out", default="runs/gradcam-eval", help="output folder")
     add_nonfinite_option(parser)
     return parser
@@ -56,16 +57,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for method in args.method:
         check_method(method)
-    if args.n < 1:
-        raise UserError("--n must be at least 1")
+    out = check_out(args.out, folder=True, files=["scores.csv", "scores.json"])
     failures: list[str] = []
     models = load_models(args.checkpoint, failures, args.allow_nonfinite)
+    if any(method in LAYER_METHODS for method in args.method):
+        for loaded in models:
+            check_layer(loaded.model, args.layer, loaded.input_size)
     torch.manual_seed(0)  # ROAD's imputation noise
     rows = []
-    for loaded in models:
-        images, masks, labels = evaluation_set(loaded, args.data, args.split, args.n, args.boxes)
+    for loaded in models:  # a model that cannot be scored (other classes, ...) is reported; the others go on
+        try:
+            images, masks, labels = evaluation_set(loaded, args.data, args.split, args.n, args.boxes)
+        except ClassMismatch as error:  # dataset problems (no masks, no such split) stop the run instead
+            print(f"error: {error}", file=sys.stderr)
+            failures.append(str(error))
+            continue
         rows.extend(score_model(loaded, images, masks, labels, args))
-    out = Path(args.out)
+    if not rows:
+        raise UserError(f"none of the checkpoints could be scored on {args.data}")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "scores.csv")
     write_json(out / "scores.json", {"data": args.data, "split": args.split, "layer": args.layer, "rows": rows,
@@ -75,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     return 2 if failures else 0
 
 
+class ClassMismatch(UserError):
+    """A model that does not know the dataset's classes: it is left out, the others are scored."""
+
+
 def evaluation_set(loaded: LoadedModel, spec: str, split: str, n: int, boxes: str | None):
     """Model inputs ``[n, 3, S, S]``, object masks ``[n, S, S]`` and labels for ``loaded``."""
     dataset, info = build_dataset(spec, split, image_size=loaded.input_size, train=False)
     unknown = sorted(set(info.class_names) - set(loaded.class_names))
     if unknown:
-        raise UserError(f"{loaded.path}: the model has no class {unknown[0]!r} of {spec} "
+        raise ClassMismatch(f"{loaded.path}: the model has no class {unknown[0]!r} of {spec} "
                         f"({len(unknown)} of its {len(info.class_names)} classes are unknown to it)")
     model_index = [loaded.class_names.index(name) for name in info.class_names]  # dataset label -> model class
     n = min(n, len(dataset))
@@ -146,11 +159,7 @@ def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, la
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    fields = list(dict.fromkeys(key for row in rows for key in row))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_dict_csv(path, rows)
 
 
 METRIC_TITLES = {"pointing_game": "pointing game (%)", "energy_pointing_game": "energy PG (%)",

@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..outputs import save_figure  # noqa: E402
+
 HEATMAP_CMAP = "inferno"  # perceptually uniform and colour-blind safe
 OVERLAY_ALPHA = 0.55
 
@@ -51,8 +53,10 @@ def comparison_figure(rows: list[dict], path: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=150)
+    finally:
+        plt.close(fig)
     return path
 
 

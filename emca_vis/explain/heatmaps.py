@@ -67,6 +67,42 @@ def target_layer(model: nn.Module, name: str = "layer4") -> nn.Module:
     return layer[-1] if isinstance(layer, nn.Sequential) else layer
 
 
+LAYER_METHODS = (*CAM_METHODS, "guided_gradcam")  # the methods that read a target layer
+
+
+def check_layer(model: nn.Module, name: str, input_size: int) -> nn.Module:
+    """The target layer ``name`` after checking that it can carry a CAM: its output must be a
+    4-D feature map ``[N, C, H, W]`` that the rest of the forward pass leaves unchanged (an
+    in-place ReLU or addition after it would alter the recorded activations, and breaks the
+    gradient methods). Checked with one forward pass of a blank image; :class:`ExplainError`
+    names the layer, the problem and a few layers that work."""
+    layer = target_layer(model, name)
+    seen: dict = {}
+
+    def record(module, args, output):
+        seen["output"] = output
+        seen["version"] = output._version if isinstance(output, torch.Tensor) else None
+
+    handle = layer.register_forward_hook(record)
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
+    finally:
+        handle.remove()
+    output = seen.get("output")
+    if not isinstance(output, torch.Tensor):
+        problem = "is not used by the forward pass" if not seen else "has no tensor output"
+    elif output.dim() != 4:
+        problem = f"gives a {output.dim()}-D output {list(output.shape)}, not a feature map [N, C, H, W]"
+    elif output._version != seen["version"]:
+        problem = "has its output changed in place later in the forward pass (an in-place ReLU or addition)"
+    else:
+        return layer
+    stages = [n for n, _ in model.named_children() if n.startswith("layer")]
+    raise ExplainError(f"--layer {name}: the layer {problem}; use a stage ({', '.join(stages)}), a block "
+                       f"({stages[-1]}.0) or a convolution ({stages[-1]}.0.conv1)")
+
+
 def resolve_target(target: str | int | None, class_names: Sequence[str]) -> int | None:
     """A class given by index or name; None means "the predicted class"."""
     if target is None:

@@ -160,7 +160,8 @@ def _robustness(models: list[LoadedModel], settings: Settings, out: Path) -> dic
     return evaluate(checkpoint=[str(m.path) for m in models], data=settings.data, split=settings.split,
                     corruptions=list(settings.corruptions), severities=list(settings.severities),
                     backend=settings.backend, n=settings.n_robustness, batch_size=settings.batch_size,
-                    seed=settings.seed, baseline=baseline, out=str(path), allow_nonfinite=settings.allow_nonfinite)
+                    seed=settings.seed, baseline=baseline, out=str(path), allow_nonfinite=settings.allow_nonfinite,
+                    overwrite=not settings.resume)
 
 
 def _explanations(models: list[LoadedModel], settings: Settings, out: Path) -> dict:

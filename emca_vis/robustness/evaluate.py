@@ -9,15 +9,19 @@
 Images are corrupted on the fly after the checkpoint's resize and centre crop, then
 normalised; ``--c-data`` reads pre-generated ImageNet-C / CIFAR-C files instead
 (:mod:`.cdata`). Every finished (corruption, severity) is appended to ``<out>.cells.jsonl``; a
-re-run with the same ``--out`` skips those. Writes ``<out>`` (JSON: every error and score) and
-``<out>.csv``, prints the table. Baseline for CE: the published AlexNet errors on ImageNet,
+re-run with the same ``--out`` and settings skips those, and may add corruptions, severities or
+models. A run that would replace the results at ``--out`` with ones of other settings (dataset,
+split, ``--n``, backend, seed, ``--c-data``, baseline, a checkpoint behind a label) or drop some
+of its corruptions, severities or models is refused up front unless ``--overwrite`` is given;
+a second run on the same ``--out`` while one is going is refused too (``<out>.lock``).
+Writes ``<out>`` (JSON: every error and score) and ``<out>.csv``, prints the table. Baseline for CE: the published AlexNet errors on ImageNet,
 otherwise the first checkpoint (``--baseline`` picks another).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -31,15 +35,18 @@ from tqdm import tqdm
 from ..data import build_dataset, eval_pixels
 from ..errors import UserError
 from ..inputs import LoadedModel, add_nonfinite_option, load_models
-from ..outputs import json_text, write_json
+from ..options import Parser, nonnegative_int, positive_int
+from ..outputs import append_line, check_out, json_text, locked, write_csv as write_rows, write_json
 from . import cdata
 from .corruptions import BACKENDS, CORRUPTIONS, SEVERITIES, check, corrupt
 from .metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, IMAGENET_C, summarize
-from .results import read_cells
+from .results import read_cells, read_results
+
+SETTINGS = ("data", "split", "n", "backend", "seed", "c_data")  # what a cell's numbers depend on
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.robustness", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m emca_vis.robustness", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
     parser.add_argument("--data", default="shapes", help="dataset spec (default: shapes)")
     parser.add_argument("--split", default="test")
@@ -49,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--c-data", help="pre-generated corruptions instead of on-the-fly: imagenet-c:/p, cifar10-c:/p")
     parser.add_argument("--baseline", help="'alexnet' or a checkpoint (default: alexnet on ImageNet, else the first)")
     # --num-images is --n under torchrun, whose own parser takes "--n" for an abbreviation of its options.
-    parser.add_argument("--n", "--num-images", dest="n", type=int, default=500, help="images (the first n of the split)")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", "--num-images", dest="n", type=positive_int, default=500, help="images (the first n of the split)")
+    parser.add_argument("--batch-size", type=positive_int, default=100)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     add_nonfinite_option(parser)
     parser.add_argument("--out", default="runs/robustness/results.json")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace results at --out that were computed with other settings (refused otherwise)")
     return parser
 
 
@@ -87,34 +96,89 @@ def run(args: argparse.Namespace, failures: list[str] | None = None,
     for name in args.corruptions:
         for severity in args.severities:
             check(name, severity, args.backend)
-    rank, world = _init_distributed()
-    models = load_models(args.checkpoint, failures, args.allow_nonfinite)
-    baseline = args.baseline or ("alexnet" if args.data.startswith("imagenet") else models[0].label)
-    if baseline != "alexnet" and baseline not in [m.label for m in models]:
-        models += load_models([baseline], failures, args.allow_nonfinite)
-        baseline = models[-1].label
+    for option in ("n", "batch_size"):  # evaluate() callers bypass the parser's types
+        if getattr(args, option) < 1:
+            raise UserError(f"--{option.replace('_', '-')} must be at least 1 (got {getattr(args, option)})")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     cells_path = out.with_suffix(".cells.jsonl")
-    done = _read_cells(cells_path, rank, _setting(args))
-    groups = _by_preprocessing(models)
-    total = len(groups) * (1 + len(args.corruptions) * len(args.severities))
-    scored = []
-    for i, group in enumerate(groups):
-        step = None if progress is None else (lambda k, i=i: progress(i * total // len(groups) + k, total))
-        scored += evaluate_group(group, args, done, cells_path, rank, world, step, failures)
-    if not scored:
-        raise UserError(f"none of the checkpoints could be scored on {args.data}")
-    if baseline != "alexnet" and baseline not in [m.label for m in scored]:
-        raise UserError(f"the CE baseline {baseline} could not be scored; choose another with --baseline")
-    results = None
-    if rank == 0:
-        results = build_results(scored, done, args, baseline)
-        write_json(out, results)
-        write_csv(results, out.with_suffix(".csv"))
-    if world > 1:
-        dist.destroy_process_group()
+    check_out(out, files=[out.with_suffix(".csv"), cells_path])
+    # The lock is rank 0's: under torchrun the other ranks write nothing and follow rank 0.
+    with locked(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        rank, world = _init_distributed()
+        models = load_models(args.checkpoint, failures, args.allow_nonfinite)
+        baseline = args.baseline or ("alexnet" if args.data.startswith("imagenet") else models[0].label)
+        if baseline != "alexnet" and baseline not in [m.label for m in models]:
+            models += load_models([baseline], failures, args.allow_nonfinite)
+            baseline = models[-1].label
+        if not getattr(args, "overwrite", False):
+            check_existing(out, cells_path, args, models, baseline)
+        done = _read_cells(cells_path, rank, _setting(args))
+        groups = _by_preprocessing(models)
+        total = len(groups) * (1 + len(args.corruptions) * len(args.severities))
+        scored = []
+        for i, group in enumerate(groups):
+            step = None if progress is None else (lambda k, i=i: progress(i * total // len(groups) + k, total))
+            scored += evaluate_group(group, args, done, cells_path, rank, world, step, failures)
+        if not scored:
+            raise UserError(f"none of the checkpoints could be scored on {args.data}")
+        if baseline != "alexnet" and baseline not in [m.label for m in scored]:
+            raise UserError(f"the CE baseline {baseline} could not be scored; choose another with --baseline")
+        results = None
+        if rank == 0:
+            results = build_results(scored, done, args, baseline)
+            write_json(out, results)
+            write_csv(results, out.with_suffix(".csv"))
+        if world > 1:
+            dist.destroy_process_group()
     return results
+
+
+def settings_of(args) -> dict:
+    """The settings a cell's numbers depend on, as saved in the results JSON."""
+    return {key: getattr(args, key) for key in SETTINGS}
+
+
+def check_existing(out: Path, cells_path: Path, args, models: list[LoadedModel], baseline: str) -> None:
+    """Refuse (one line) a run whose results would silently replace those at ``out``: results of
+    other settings, or ones this run would drop (a corruption, severity or model it leaves out).
+    Without a results file, the last cell written tells the settings of the run it came from."""
+    refuse = "; give --overwrite to replace them, or choose another --out"
+    if out.exists():
+        try:
+            old = read_results(out)
+        except UserError as error:
+            raise UserError(f"--out {out}: exists and is not usable robustness results ({error}); give --overwrite "
+                            "to replace it, or choose another --out") from None
+        now = {**settings_of(args), "baseline": baseline}
+        saved = {**(old.get("settings") or {}), "baseline": old.get("baseline")}
+        if not old.get("settings"):  # written before settings were saved: what it has
+            saved.update({key: old[key] for key in ("data", "split", "backend") if old.get(key) is not None})
+        for key, value in saved.items():
+            if key in now and value != now[key]:
+                raise UserError(f"--out {out}: holds results with {key} {value}, this run has {now[key]}{refuse}")
+        for corruption in old["corruptions"]:
+            if corruption not in args.corruptions:
+                raise UserError(f"--out {out}: holds results for corruption {corruption}, which this run leaves "
+                                f"out{refuse}")
+        for severity in old["severities"]:
+            if severity not in args.severities:
+                raise UserError(f"--out {out}: holds results for severity {severity}, which this run leaves out"
+                                f"{refuse}")
+        paths = {m.label: m.path for m in models}
+        for label, model in old["models"].items():
+            if label not in paths:
+                raise UserError(f"--out {out}: holds results for model {label}, which this run leaves out{refuse}")
+            if model.get("checkpoint") and Path(model["checkpoint"]).resolve() != paths[label].resolve():
+                raise UserError(f"--out {out}: holds results of {label} from {model['checkpoint']}, this run "
+                                f"reads {paths[label]}{refuse}")
+        return
+    cells = read_cells(cells_path)
+    if cells and cells[-1]["setting"] != _setting(args):
+        before = dict(zip(SETTINGS, cells[-1]["setting"].split("|")))
+        now = dict(zip(SETTINGS, _setting(args).split("|")))
+        key = next((k for k in SETTINGS if before.get(k) != now[k]), "settings")
+        raise UserError(f"--out {out}: its unfinished run in {cells_path.name} has {key} {before.get(key, '?')}, "
+                        f"this run has {now.get(key, '?')}{refuse.replace('them', 'its cells')}")
 
 
 def _init_distributed() -> tuple[int, int]:
@@ -174,8 +238,7 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
                     "correct": int(counts[i]), "total": int(counts[-1]), "setting": _setting(args)}
             done[(m.label, corruption, severity)] = cell
             if rank == 0:
-                with cells_path.open("a") as handle:
-                    handle.write(json_text(cell, indent=None) + "\n")
+                append_line(cells_path, json_text(cell, indent=None))
     if progress is not None:
         progress(len(cells))
     return models
@@ -225,7 +288,8 @@ def build_results(models: list[LoadedModel], done: dict, args, baseline: str) ->
     else:
         base_clean, base_errors = errors_of(baseline)
     results = {"data": args.data, "split": args.split, "backend": args.backend, "baseline": baseline,
-               "corruptions": args.corruptions, "severities": args.severities, "models": {}}
+               "corruptions": args.corruptions, "severities": args.severities, "settings": settings_of(args),
+               "models": {}}
     for m in models:
         clean, errors = errors_of(m.label)
         scores = summarize(clean, errors, base_errors, base_clean)
@@ -236,14 +300,13 @@ def build_results(models: list[LoadedModel], done: dict, args, baseline: str) ->
 
 
 def write_csv(results: dict, path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["model", "corruption", "severity", "error", "ce"])
-        for label, model in results["models"].items():
-            writer.writerow([label, "clean", 0, model["clean_error"], ""])
-            for c, by_severity in model["errors"].items():
-                for s, e in by_severity.items():
-                    writer.writerow([label, c, s, e, model["ce"].get(c, "")])
+    rows = []
+    for label, model in results["models"].items():
+        rows.append([label, "clean", 0, model["clean_error"], ""])
+        for c, by_severity in model["errors"].items():
+            for s, e in by_severity.items():
+                rows.append([label, c, s, e, model["ce"].get(c, "")])
+    write_rows(path, rows, header=["model", "corruption", "severity", "error", "ce"])
 
 
 def markdown_table(results: dict) -> str:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import UserError
+from ..outputs import write_text
 from ..validation import FreeJson, Name, Text, parse_json, read_bytes, validate
 from .corruptions import SEVERITIES
 
@@ -130,6 +131,5 @@ def read_cells(path: str | os.PathLike, repair: bool = False) -> list[dict]:
         except UserError as error:
             raise UserError(f"{error}; delete that line (or the file) to recompute its cell") from None
     if repair and complete != text:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(complete)
+        write_text(path, complete)
     return cells
