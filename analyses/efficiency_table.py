@@ -10,23 +10,22 @@ does the same from model names. Writes ``efficiency.md``, ``efficiency.csv`` and
 
 from __future__ import annotations
 
-import argparse
-import csv
-from pathlib import Path
 
 from emca_vis.errors import run_cli
 from emca_vis.inputs import load_models
-from emca_vis.outputs import write_json
+from emca_vis.options import Parser, positive_int
+from emca_vis.outputs import check_out, write_dict_csv, write_json, write_text
 from emca_vis.report.models import efficiency
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5, help="timed turns per model (median)")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed turns per model (median)")
     parser.add_argument("--out", default="runs/analyses", help="output folder")
     args = parser.parse_args(argv)
+    out = check_out(args.out, folder=True, files=["efficiency.md", "efficiency.json", "efficiency.csv"])
     models = load_models(args.checkpoint)
     rows = efficiency(models, args.batch_size, args.repeats)
     table = [{"model": m.label, "input_size": m.input_size, **rows[m.label]} for m in models]
@@ -37,14 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {row['model']} | {row['input_size']} | {row['params']:,} | {row['gflops']:.4g} | "
                      f"{row['throughput']:.1f} | {ratio} |")
     markdown = "\n".join(lines)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "efficiency.md").write_text(markdown + "\n")
+    write_text(out / "efficiency.md", markdown + "\n")
     write_json(out / "efficiency.json", {"batch_size": args.batch_size, "repeats": args.repeats, "models": table})
-    with (out / "efficiency.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
+    write_dict_csv(out / "efficiency.csv", table)
     print(markdown)
     print(f"wrote {out / 'efficiency.md'}\nwrote {out / 'efficiency.csv'}\nwrote {out / 'efficiency.json'}")
     return 0

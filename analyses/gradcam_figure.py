@@ -11,23 +11,24 @@ Heatmaps explain each model's predicted class. Images: the first ones of differe
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 from emca_vis.errors import run_cli
 from emca_vis.inputs import load_models
-from emca_vis.outputs import write_json
+from emca_vis.explain.heatmaps import LAYER_METHODS, check_layer, check_method
+from emca_vis.options import Parser, nonnegative_int
+from emca_vis.outputs import check_out, write_json
 from emca_vis.report.grid import condition_title, explain_sample, grid_figure, sample_images
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
     parser.add_argument("--data", default="shapes")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--samples", type=int, default=4, help="images (of different classes) from the split")
+    parser.add_argument("--samples", type=nonnegative_int, default=4, help="images (of different classes) from the split")
     parser.add_argument("--image", action="append", default=[], help="an image file instead (repeatable)")
     parser.add_argument("--method", default="gradcam")
     parser.add_argument("--layer", default="layer4")
@@ -35,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--severity", type=int, default=3)
     parser.add_argument("--out", default="runs/analyses", help="output folder")
     args = parser.parse_args(argv)
+    check_method(args.method)
+    check_out(args.out, folder=True, files=["gradcam_comparison.png", "gradcam_comparison.json"])
     models = load_models(args.checkpoint)
+    if args.method in LAYER_METHODS:
+        for m in models:
+            check_layer(m.model, args.layer, m.input_size)
     condition = (args.corruption, args.severity) if args.corruption else ("clean", 0)
     merged = {"conditions": [], "models": {m.label: [] for m in models}}
     arrays = {}

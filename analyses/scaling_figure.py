@@ -9,7 +9,6 @@ line per model), ``scale_weights.png``/``.svg`` (EMCA's w_r per stage and source
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -17,18 +16,20 @@ import matplotlib.pyplot as plt
 from emca_vis.attention.plots import STYLE, scale_weights_figure, scaling_figure
 from emca_vis.errors import run_cli
 from emca_vis.inputs import load_models
-from emca_vis.outputs import write_json
+from emca_vis.options import Parser, positive_int
+from emca_vis.outputs import check_out, write_json
 from emca_vis.report.compute import attention_data
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
     parser.add_argument("--data", default="shapes")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--n", type=int, default=256, help="images from the split")
+    parser.add_argument("--n", type=positive_int, default=256, help="images from the split")
     parser.add_argument("--out", default="runs/analyses", help="output folder")
     args = parser.parse_args(argv)
+    check_out(args.out, folder=True, files=["attention.json"])
     data = attention_data(load_models(args.checkpoint), args.data, args.split, args.n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

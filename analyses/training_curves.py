@@ -11,34 +11,32 @@ without a log appear as one marker (their saved epoch and validation top-1). Wri
 
 from __future__ import annotations
 
-import argparse
-import csv
 from pathlib import Path
 
 from emca_vis.errors import UserError, run_cli
 from emca_vis.inputs import load_models
+from emca_vis.options import Parser
+from emca_vis.outputs import check_out, write_csv
 from emca_vis.report.curves import training_curves
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = Parser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
     parser.add_argument("--log", action="append", default=[], help="a training log or its run folder (repeatable)")
     parser.add_argument("--out", default="runs/analyses", help="output folder")
     args = parser.parse_args(argv)
+    check_out(args.out, folder=True, files=["training_curves.png", "training_curves.csv"])
     models = [] if args.log and not args.checkpoint else load_models(args.checkpoint)
     logs = {_name(Path(p)): Path(p) for p in args.log}
     out = Path(args.out)
     result = training_curves(models, out / "training_curves.png", logs)
     if result["figure"] is None:
         raise UserError("no training log and no checkpoint metrics found; pass --log runs/<run>/metrics.csv")
-    with (out / "training_curves.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["run", "epoch", "train_top1", "val_top1", "val_top5", "log"])
-        for label, rows in result["curves"].items():
-            for row in rows:
-                writer.writerow([label, row.get("epoch"), row.get("train_top1"), row.get("val_top1"),
-                                 row.get("val_top5"), result["logs"][label]])
+    write_csv(out / "training_curves.csv",
+              [[label, row.get("epoch"), row.get("train_top1"), row.get("val_top1"), row.get("val_top5"),
+                result["logs"][label]] for label, rows in result["curves"].items() for row in rows],
+              header=["run", "epoch", "train_top1", "val_top1", "val_top5", "log"])
     for label, path in result["logs"].items():
         print(f"{label}: {path}")
     if result["missing"]:

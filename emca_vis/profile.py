@@ -10,7 +10,6 @@ the same run (added to the run when not asked for).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -21,7 +20,8 @@ from tqdm import tqdm
 
 from .errors import run_cli
 from .models import create_model, parse_model_name
-from .outputs import write_json
+from .options import Parser, int_range, nonnegative_int, positive_int
+from .outputs import check_out, write_json
 
 DEFAULT_MODELS = ["resnet50", "resnet50_se", "resnet50_eca", "resnet50_emca_se", "resnet50_emca_eca"]
 
@@ -123,17 +123,20 @@ def markdown_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.profile", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m emca_vis.profile", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="model names (see list_models())")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    # bounded: one 2048 px batch of 32 already takes gigabytes in a ResNet-50's first stage
+    parser.add_argument("--image-size", type=int_range(1, 2048), default=224)
+    parser.add_argument("--batch-sizes", type=int_range(1, 4096), nargs="+", default=[1, 32])
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--repeats", type=int, default=5, help="timed turns per model and batch size")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed turns first")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed turns per model and batch size")
+    parser.add_argument("--warmup", type=nonnegative_int, default=2, help="untimed turns first")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
     parser.add_argument("--train", action="store_true", help="time training steps instead of inference")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.json:
+        check_out(args.json, option="--json")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but no CUDA device is available")
     result = profile_models(args.models, args.image_size, args.batch_sizes, args.device, args.repeats,

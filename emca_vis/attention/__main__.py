@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -21,23 +20,24 @@ from ..data import build_dataset
 from ..errors import UserError, run_cli
 from ..images import load_image
 from ..inputs import LoadedModel, add_nonfinite_option, load_models
-from ..outputs import write_json
+from ..options import Parser, positive_int
+from ..outputs import check_out, write_json
 from .analysis import analyse
 from .plots import all_figures
 from .schema import read_attention
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.attention", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m emca_vis.attention", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image", action="append", help="an image file (repeatable)")
     source.add_argument("--data", help="dataset spec (default: shapes)")
     source.add_argument("--from", dest="from_json", help="redraw the figures of a saved attention.json")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--n", type=int, default=256, help="images from the dataset split")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--stage", type=int, default=3, help="stage of the class x channel heatmap")
+    parser.add_argument("--n", type=positive_int, default=256, help="images from the dataset split")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--stage", type=positive_int, default=3, help="stage of the class x channel heatmap")
     parser.add_argument("--out", default="runs/attention", help="output folder")
     add_nonfinite_option(parser)
     return parser
@@ -45,13 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = Path(args.out)
+    out = check_out(args.out, folder=True, files=["attention.json"])
     failures: list[str] = []
     if args.from_json:
         data = read_attention(args.from_json)
     else:
-        if args.n < 1:
-            raise UserError("--n must be at least 1")
         models = load_models(args.checkpoint, failures, args.allow_nonfinite)
         spec = args.data or "shapes"
         if args.image:

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..outputs import save_figure  # noqa: E402
 from .analysis import BINS  # noqa: E402
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -36,9 +37,11 @@ def _colours(labels) -> dict[str, str]:
 def _save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=150, metadata={"Software": None})
-    fig.savefig(paths[1], metadata={"Date": None, "Creator": None})
-    plt.close(fig)
+    try:
+        save_figure(fig, paths[0], dpi=150, metadata={"Software": None})
+        save_figure(fig, paths[1], metadata={"Date": None, "Creator": None})
+    finally:
+        plt.close(fig)
     return paths
 
 

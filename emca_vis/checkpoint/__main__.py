@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from ..errors import UserError, run_cli
+from ..options import Parser
 from . import describe
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.checkpoint",
+    parser = Parser(prog="python -m emca_vis.checkpoint",
                                      description="Check checkpoint files and print what each holds.")
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--model", help="architecture of foreign .pt/.pth state dicts, e.g. resnet50")

@@ -14,20 +14,21 @@ import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
 
 from ..errors import UserError, run_cli
+from ..outputs import check_out
 from .render import render
 
 
 def build_parser() -> argparse.ArgumentParser:
     # The compute stack (torch, CAM libraries) is imported here, not for --from.
     from ..inputs import add_nonfinite_option
+    from ..options import Parser, nonnegative_int, positive_int
     from ..robustness.corruptions import BACKENDS, CORRUPTIONS
     from .compute import Settings
 
     defaults = Settings()
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.report", description=__doc__.split("\n")[0],
+    parser = Parser(prog="python -m emca_vis.report", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints to compare (default: the demo checkpoints)")
     parser.add_argument("--data", default=defaults.data, help="dataset spec: shapes, imagenet:/p, folder:/p, ...")
@@ -36,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="source", metavar="DIR", help="only render the results saved in DIR")
     parser.add_argument("--title", default=defaults.title)
     group = parser.add_argument_group("models")
-    group.add_argument("--n-clean", type=int, default=defaults.n_clean, help="images for clean top-1/top-5")
-    group.add_argument("--throughput-batch", type=int, default=defaults.throughput_batch)
-    group.add_argument("--repeats", type=int, default=defaults.repeats, help="timed turns per model")
+    group.add_argument("--n-clean", type=positive_int, default=defaults.n_clean, help="images for clean top-1/top-5")
+    group.add_argument("--throughput-batch", type=positive_int, default=defaults.throughput_batch)
+    group.add_argument("--repeats", type=positive_int, default=defaults.repeats, help="timed turns per model")
     group = parser.add_argument_group("robustness")
-    group.add_argument("--n", type=int, default=defaults.n_robustness, help="images per corruption and severity")
+    group.add_argument("--n", type=positive_int, default=defaults.n_robustness, help="images per corruption and severity")
     group.add_argument("--corruptions", nargs="+", default=defaults.corruptions, metavar="NAME",
                        help=f"any of: {', '.join(CORRUPTIONS)}")
     group.add_argument("--severities", nargs="+", type=int, default=defaults.severities)
@@ -48,22 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--baseline", help="CE baseline: a checkpoint or 'alexnet' (default: the plain ResNet)")
     group.add_argument("--resume", action="store_true", help="keep finished robustness cells of an earlier run")
     group = parser.add_argument_group("explanations")
-    group.add_argument("--n-explain", type=int, default=defaults.n_explain, help="images for heatmap metrics")
+    group.add_argument("--n-explain", type=positive_int, default=defaults.n_explain, help="images for heatmap metrics")
     group.add_argument("--method", nargs="+", default=defaults.methods, help="heatmap methods (first: grids)")
     group.add_argument("--layer", default=defaults.layer)
     group.add_argument("--no-faithfulness", dest="faithfulness", action="store_false",
                        help="skip deletion/insertion AUC")
-    group.add_argument("--steps", type=int, default=defaults.steps, help="deletion/insertion steps")
+    group.add_argument("--steps", type=positive_int, default=defaults.steps, help="deletion/insertion steps")
     group.add_argument("--boxes", help="Pascal VOC box folder for localisation on image folders")
-    group.add_argument("--samples", type=int, default=defaults.samples, help="images in the Grad-CAM grids")
+    group.add_argument("--samples", type=nonnegative_int, default=defaults.samples, help="images in the Grad-CAM grids")
     group.add_argument("--image", action="append", default=[], help="use this image in the grids (repeatable)")
     group.add_argument("--grid-corruptions", nargs="+", default=defaults.grid_corruptions, metavar="NAME")
     group.add_argument("--grid-severities", nargs="+", type=int, default=defaults.grid_severities)
     group = parser.add_argument_group("attention")
-    group.add_argument("--n-attention", type=int, default=defaults.n_attention)
+    group.add_argument("--n-attention", type=positive_int, default=defaults.n_attention)
     group.add_argument("--attention-split", default=defaults.attention_split)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
+    parser.add_argument("--seed", type=nonnegative_int, default=defaults.seed)
     add_nonfinite_option(parser)
     return parser
 
@@ -105,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     if known.source and not {"-h", "--help"} & set(rest):
         if rest:
             raise UserError(f"--from re-renders saved results and takes only --out; got {' '.join(rest)}")
+        check_out(known.out or known.source, folder=True, files=["report.html", "report.md"])
         html_path, md_path = render(known.source, known.out)
     else:
         from .compute import compute_report
 
         args = build_parser().parse_args(argv)
-        out = Path(args.out or "report")
-        report = compute_report(settings_from(args), out, "python -m emca_vis.report " + shlex.join(argv))
+        settings = settings_from(args)
+        out = check_out(args.out or "report", folder=True,
+                        files=["report.json", "report.html", "report.md", "models.csv", "robustness.json",
+                               "explanations.csv", "attention.json", "grad_cam_grid.npz"])
+        check_out(out / "figures", folder=True)
+        report = compute_report(settings, out, "python -m emca_vis.report " + shlex.join(argv))
         html_path, md_path = render(out)
         if report["errors"]:
             print(f"wrote {html_path}\nwrote {md_path}", file=sys.stderr)

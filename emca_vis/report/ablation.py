@@ -11,10 +11,9 @@ empty where no checkpoint has it, so a partial set still gives a table, and says
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
-from ..outputs import write_json
+from ..outputs import write_dict_csv, write_json, write_text
 
 PLACEMENTS = ("all", "first", "last")
 SOURCES = ((0, 1), (1, 1), (1, "all"), ("all", 1), ("all", "all"))  # (S, N); S = 0 is plain attention
@@ -97,35 +96,34 @@ def coverage(table: dict) -> str:
 def write(table: dict, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.md", out / f"{name}.csv", out / f"{name}.json"]
-    paths[0].write_text(markdown(table) + "\n\n" + coverage(table) + "\n")
-    with paths[1].open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["kind", "setting", "label", "top1", "mce"])
-        writer.writeheader()
-        writer.writerows(table["cells"])
+    write_text(paths[0], markdown(table) + "\n\n" + coverage(table) + "\n")
+    write_dict_csv(paths[1], table["cells"], fields=["kind", "setting", "label", "top1", "mce"])
     write_json(paths[2], table)
     return paths
 
 
 def main(ablation: str, argv: list[str] | None = None, description: str = "") -> int:
     """The command line of ``analyses/placement_ablation.py`` and ``analyses/source_ablation.py``."""
-    import argparse
 
     from ..errors import UserError
     from ..inputs import load_models
+    from ..options import Parser, positive_int
+    from ..outputs import check_out
     from ..robustness.results import read_results
     from .models import architecture, clean_accuracy, training_summary
 
-    parser = argparse.ArgumentParser(description=description)
+    parser = Parser(description=description)
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
     parser.add_argument("--data", default="shapes")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--n", type=int, default=500, help="images for clean top-1")
+    parser.add_argument("--n", type=positive_int, default=500, help="images for clean top-1")
     parser.add_argument("--metadata", action="store_true",
                         help="use each checkpoint's recorded validation top-1 instead of measuring")
     parser.add_argument("--robustness", help="results JSON of python -m emca_vis.robustness (or the report's "
                                              "robustness.json) to add mCE, matched by model label")
     parser.add_argument("--out", default="runs/analyses", help="output folder")
     args = parser.parse_args(argv)
+    check_out(args.out, folder=True, files=[f"{ablation}_ablation.{suffix}" for suffix in ("md", "csv", "json")])
     models = load_models(args.checkpoint)
     if args.metadata:
         accuracy = {m.label: {"top1": training_summary(m.meta)["val_top1"]} for m in models}

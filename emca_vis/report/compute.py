@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
@@ -25,8 +24,9 @@ from ..attention.plots import STYLE, scale_weights_figure, scaling_figure, sourc
 from ..data import build_dataset
 from ..errors import UserError
 from ..explain.evaluate import evaluation_set, score_model, write_csv
+from ..explain.heatmaps import LAYER_METHODS, check_layer
 from ..inputs import LoadedModel, load_models
-from ..outputs import strict, write_json
+from ..outputs import strict, write_json, write_npz
 from ..robustness import IMAGENET_C, evaluate
 from . import figures, grid
 from .curves import training_curves
@@ -93,6 +93,9 @@ def compute_report(settings: Settings, out: Path, command: str = "") -> dict:
     failures: list[str] = []
     _stage = _Stages()
     models = load_models(settings.checkpoints, failures, settings.allow_nonfinite)
+    if any(method in LAYER_METHODS for method in settings.methods):
+        for m in models:
+            check_layer(m.model, settings.layer, m.input_size)
     report = {"title": settings.title, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "version": __version__, "command": command, "settings": dataclasses.asdict(settings),
               "environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -193,7 +196,7 @@ def _grid(models: list[LoadedModel], settings: Settings, out: Path) -> dict:
         record["figure"] = _relative(path, out)
         records.append(record)
         arrays.update({f"image{i + 1}/{key}": value for key, value in sample_arrays.items()})
-    np.savez_compressed(out / "grad_cam_grid.npz", **arrays)
+    write_npz(out / "grad_cam_grid.npz", arrays)
     return {"method": settings.methods[0], "layer": settings.layer, "target": "predicted class",
             "samples": records}
 

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..attention.plots import OKABE_ITO, STYLE  # noqa: E402
+from ..outputs import save_figure  # noqa: E402
 from ..robustness.metrics import EXTRA, FAMILIES  # noqa: E402
 
 MARKERS = "osD^vP*X"
@@ -27,8 +28,10 @@ def colours(labels) -> dict[str, str]:
 
 def save_png(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, metadata={"Software": None})  # no version stamp: same data, same bytes
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=150, metadata={"Software": None})  # no version stamp: same data, same bytes
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -23,6 +23,7 @@ from PIL import Image  # noqa: E402
 from ..attention.plots import STYLE  # noqa: E402
 from ..data import build_dataset  # noqa: E402
 from ..explain import heatmaps, predict  # noqa: E402
+from ..outputs import save_figure  # noqa: E402
 from ..explain.figures import HEATMAP_CMAP, blend  # noqa: E402
 from ..images import load_image  # noqa: E402
 from ..inputs import LoadedModel  # noqa: E402
@@ -152,6 +153,8 @@ def grid_figure(record: dict, arrays: dict[str, np.ndarray], path: Path, title: 
         if title:
             fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, metadata={"Software": None})
-        plt.close(fig)
+        try:
+            save_figure(fig, path, dpi=dpi, metadata={"Software": None})
+        finally:
+            plt.close(fig)
         return path

@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 
 from ..errors import UserError
+from ..outputs import write_text
 from ..validation import read_bytes
 from . import sections
 from .schema import read_report
@@ -145,7 +146,7 @@ def render(source: str | os.PathLike, out: str | os.PathLike | None = None) -> t
     doc = Document(source, out)
     sections.build(report, doc)
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(page(report, doc), encoding="utf-8")
+    write_text(html_path, page(report, doc))
     header = [f"# {report['title']}", "", sections.subtitle(report), ""]
-    md_path.write_text("\n".join(header + doc.md + ["---", "", sections.footer(report), ""]), encoding="utf-8")
+    write_text(md_path, "\n".join(header + doc.md + ["---", "", sections.footer(report), ""]))
     return html_path, md_path

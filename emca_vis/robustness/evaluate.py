@@ -149,13 +149,20 @@ def check_existing(out: Path, cells_path: Path, args, models: list[LoadedModel],
         except UserError as error:
             raise UserError(f"--out {out}: exists and is not usable robustness results ({error}); give --overwrite "
                             "to replace it, or choose another --out") from None
-        now = {**settings_of(args), "baseline": baseline}
-        saved = {**(old.get("settings") or {}), "baseline": old.get("baseline")}
-        if not old.get("settings"):  # written before settings were saved: what it has
-            saved.update({key: old[key] for key in ("data", "split", "backend") if old.get(key) is not None})
+        saved = dict(old.get("settings") or {})
+        if not saved:  # written before settings were saved: what it has
+            saved = {key: old[key] for key in ("data", "split", "backend") if old.get(key) is not None}
+        now = settings_of(args)
         for key, value in saved.items():
             if key in now and value != now[key]:
                 raise UserError(f"--out {out}: holds results with {key} {value}, this run has {now[key]}{refuse}")
+        paths = {m.label: m.path for m in models}
+        for label, model in old["models"].items():
+            if label not in paths:
+                raise UserError(f"--out {out}: holds results for model {label}, which this run leaves out{refuse}")
+            if model.get("checkpoint") and Path(model["checkpoint"]).resolve() != paths[label].resolve():
+                raise UserError(f"--out {out}: holds results of {label} from {model['checkpoint']}, this run "
+                                f"reads {paths[label]}{refuse}")
         for corruption in old["corruptions"]:
             if corruption not in args.corruptions:
                 raise UserError(f"--out {out}: holds results for corruption {corruption}, which this run leaves "
@@ -164,13 +171,9 @@ def check_existing(out: Path, cells_path: Path, args, models: list[LoadedModel],
             if severity not in args.severities:
                 raise UserError(f"--out {out}: holds results for severity {severity}, which this run leaves out"
                                 f"{refuse}")
-        paths = {m.label: m.path for m in models}
-        for label, model in old["models"].items():
-            if label not in paths:
-                raise UserError(f"--out {out}: holds results for model {label}, which this run leaves out{refuse}")
-            if model.get("checkpoint") and Path(model["checkpoint"]).resolve() != paths[label].resolve():
-                raise UserError(f"--out {out}: holds results of {label} from {model['checkpoint']}, this run "
-                                f"reads {paths[label]}{refuse}")
+        if old.get("baseline") not in (None, baseline):
+            raise UserError(f"--out {out}: holds results with baseline {old['baseline']}, this run has {baseline}"
+                            f"{refuse}")
         return
     cells = read_cells(cells_path)
     if cells and cells[-1]["setting"] != _setting(args):
