@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
     parser.add_argument("--data", default="shapes")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--samples", type=nonnegative_int, default=4, help="images (of different classes) from the split")
+    parser.add_argument("--samples", type=nonnegative_int, default=4,
+                        help="images (of different classes) from the split")
     parser.add_argument("--image", action="append", default=[], help="an image file instead (repeatable)")
     parser.add_argument("--method", default="gradcam")
     parser.add_argument("--layer", default="layer4")

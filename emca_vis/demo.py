@@ -10,13 +10,14 @@ Every tool uses them when given no checkpoint. They live in ``emca_vis/demo_chec
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .errors import UserError, run_cli
+from .options import Parser
+from .outputs import atomic_open, check_out
 
 DEMO_MODELS = ("resnet18", "resnet18_se", "resnet18_eca", "resnet18_srm", "resnet18_emca_se", "resnet18_emca_eca",
                "resnet18_emca_srm")
@@ -61,10 +62,12 @@ def train_missing(seed: int = 0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emca_vis.demo", description=__doc__.split("\n")[0])
+    parser = Parser(prog="python -m emca_vis.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--train", action="store_true", help="train the missing demo checkpoints")
     parser.add_argument("--sample", metavar="PNG", help="also write a 160 px test image of the shapes dataset")
     args = parser.parse_args(argv)
+    if args.sample:
+        check_out(args.sample, option="--sample")
     if args.train:
         train_missing()
     print(demo_table())
@@ -72,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         from .data.shapes import render_sample
 
         Path(args.sample).parent.mkdir(parents=True, exist_ok=True)
-        render_sample(0, "test", 7, 160).image.save(args.sample)
+        from PIL import Image
+
+        image_format = Image.registered_extensions().get(Path(args.sample).suffix.lower(), "PNG")
+        with atomic_open(args.sample, "wb") as handle:
+            render_sample(0, "test", 7, 160).image.save(handle, format=image_format)
         print(f"wrote {args.sample}")
     return 0
 

@@ -191,9 +191,9 @@ def check_out(path: str | os.PathLike, option: str = "--out", folder: bool = Fal
 
     ``path`` is a file (``folder=False``; ``files``: other paths written with it) or a folder
     that will hold ``files`` (names). None may be an existing folder where a file is expected
-    (nor a file where a folder is), nor lie under a file; the nearest existing folder above it must be writable (tested by creating a
-    temporary file there, which also catches read-only file systems). Missing folders are
-    created later, when writing.
+    (nor a file where a folder is), nor lie under a file; the nearest existing folder above it
+    must be writable (tested by creating a temporary file there, which also catches read-only
+    file systems). Missing folders are created later, when writing.
     """
     path = Path(path)
 

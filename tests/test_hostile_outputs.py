@@ -55,7 +55,7 @@ def cli(main, argv, capsys) -> tuple[int, str, str]:
 def tree(folder: Path) -> dict[str, bytes | None]:
     """Every path under ``folder`` with its bytes (None for folders): "nothing written" is equality.
     Lock files are left out: taking the lock comes before reading what is at ``--out``."""
-    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))
             if p.suffix != ".lock"}
 
 
@@ -107,11 +107,14 @@ def _out_cases() -> dict[str, tuple[str, list[str], str]]:
     """case -> (tool, argv with {p} for the test folder, expected fragment of the line)."""
     ckpt = ["--checkpoint", "{p}/" + MISSING]
     return {
-        "robustness: a folder": ("robustness", [*ckpt, "--out", "{p}/adir"], "--out {p}/adir: is a folder; give a file"),
+        "robustness: a folder": ("robustness", [*ckpt, "--out", "{p}/adir"],
+                                 "--out {p}/adir: is a folder; give a file"),
         "robustness: under a file": ("robustness", [*ckpt, "--out", "{p}/afile/r.json"],
                                      "--out {p}/afile/r.json: {p}/afile is a file, not a folder"),
         "robustness: under a file, deeper": ("robustness", [*ckpt, "--out", "{p}/afile/a/b/r.json"],
                                              "{p}/afile is a file, not a folder"),
+        "robustness: a FIFO": ("robustness", [*ckpt, "--out", "{p}/pipe.json"],
+                               "--out {p}/pipe.json: is a FIFO (named pipe)"),
         "robustness: its csv is a folder": ("robustness", [*ckpt, "--out", "{p}/rc.json"],
                                             "--out {p}/rc.json: {p}/rc.csv is a folder"),
         "gradcam: a folder": ("gradcam", ["--image", "{p}/x.png", *ckpt, "--out", "{p}/adir"],
@@ -146,6 +149,7 @@ OUT_CASES = _out_cases()
 @pytest.mark.parametrize("case", list(OUT_CASES))
 def test_bad_out_is_one_line_before_anything_runs(case, place, capsys):
     tool, argv, expected = OUT_CASES[case]
+    os.mkfifo(place / "pipe.json")
     (place / "rc.csv").mkdir()
     (place / "gj.json").mkdir()
     (place / "ev" / "scores.json").mkdir(parents=True)
@@ -188,7 +192,8 @@ OPTION_CASES = {
     "profile --batch-sizes 0": ("profile", ["--batch-sizes", "4", "0"], "argument --batch-sizes: must be at least 1"),
     "profile --repeats 0": ("profile", ["--repeats", "0"], "argument --repeats: must be at least 1 (got 0)"),
     "profile --warmup -1": ("profile", ["--warmup", "-1"], "argument --warmup: must be at least 0"),
-    "profile --image-size 100000": ("profile", ["--image-size", "100000"], "argument --image-size: must be at most 2,048"),
+    "profile --image-size 100000": ("profile", ["--image-size", "100000"],
+                                    "argument --image-size: must be at most 2,048"),
     "gradcam --top-k 0": ("gradcam", ["--image", "x.png", "--top-k", "0"], "argument --top-k: must be at least 1"),
     "gradcam evaluate --n 0": ("gradcam evaluate", ["--n", "0"], "argument --n: must be at least 1"),
     "gradcam evaluate --batch-size 0": ("gradcam evaluate", ["--batch-size", "0"], "argument --batch-size: must be"),
@@ -430,7 +435,8 @@ SETTING_CASES = {
     "another n": (["--n", "8"], "holds results with n 4, this run has 8"),
     "another backend": (["--backend", "reference"], "holds results with backend torch, this run has reference"),
     "another split": (["--split", "val"], "holds results with split test, this run has val"),
-    "a corruption left out": (["--corruptions", "contrast"], "holds results for corruption fog, which this run leaves out"),
+    "a corruption left out": (["--corruptions", "contrast"],
+                              "holds results for corruption fog, which this run leaves out"),
     "a severity left out": (["--severities", "2"], "holds results for severity 1, which this run leaves out"),
     "a model left out": (["--checkpoint", "{other}"], "holds results for model resnet18, which this run leaves out"),
     "another file behind the label": (["--checkpoint", "{copy}"], "holds results of resnet18 from "),

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--throughput-batch", type=positive_int, default=defaults.throughput_batch)
     group.add_argument("--repeats", type=positive_int, default=defaults.repeats, help="timed turns per model")
     group = parser.add_argument_group("robustness")
-    group.add_argument("--n", type=positive_int, default=defaults.n_robustness, help="images per corruption and severity")
+    group.add_argument("--n", type=positive_int, default=defaults.n_robustness,
+                       help="images per corruption and severity")
     group.add_argument("--corruptions", nargs="+", default=defaults.corruptions, metavar="NAME",
                        help=f"any of: {', '.join(CORRUPTIONS)}")
     group.add_argument("--severities", nargs="+", type=int, default=defaults.severities)

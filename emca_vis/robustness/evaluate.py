@@ -14,8 +14,8 @@ models. A run that would replace the results at ``--out`` with ones of other set
 split, ``--n``, backend, seed, ``--c-data``, baseline, a checkpoint behind a label) or drop some
 of its corruptions, severities or models is refused up front unless ``--overwrite`` is given;
 a second run on the same ``--out`` while one is going is refused too (``<out>.lock``).
-Writes ``<out>`` (JSON: every error and score) and ``<out>.csv``, prints the table. Baseline for CE: the published AlexNet errors on ImageNet,
-otherwise the first checkpoint (``--baseline`` picks another).
+Writes ``<out>`` (JSON: every error and score) and ``<out>.csv``, prints the table. Baseline
+for CE: the published AlexNet errors on ImageNet, otherwise the first checkpoint (``--baseline`` picks another).
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--c-data", help="pre-generated corruptions instead of on-the-fly: imagenet-c:/p, cifar10-c:/p")
     parser.add_argument("--baseline", help="'alexnet' or a checkpoint (default: alexnet on ImageNet, else the first)")
     # --num-images is --n under torchrun, whose own parser takes "--n" for an abbreviation of its options.
-    parser.add_argument("--n", "--num-images", dest="n", type=positive_int, default=500, help="images (the first n of the split)")
+    parser.add_argument("--n", "--num-images", dest="n", type=positive_int, default=500,
+                        help="images (the first n of the split)")
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--seed", type=nonnegative_int, default=0)
     add_nonfinite_option(parser)
