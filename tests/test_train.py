@@ -122,6 +122,7 @@ def test_corrupt_last_state_falls_back_then_refuses(tmp_path):
     result = run(*common, "--out", tmp_path, "--resume", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: --resume: every saved state")
+    assert len(list((tmp_path / "resume").glob("step-*"))) == 2  # none usable: none removed
     empty = run(*common, "--out", tmp_path / "none", "--resume", check=False)
     assert empty.returncode == 2 and "no saved state" in empty.stderr
 

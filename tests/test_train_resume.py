@@ -3,7 +3,8 @@ stopped: final and best weights bitwise equal, the same metrics rows. And the tr
 are checked when parsed, ``--resume`` against the saved run's, each failure one line.
 
 The kills use the fault hook of ``emca_vis.training.faults``: ``EMCA_VIS_FAULT=<point>:<n>``
-makes the process SIGKILL itself the n-th time it passes the point. The killed runs are forked
+makes the process SIGKILL itself the n-th time it passes the point; ``write:<file>`` kills it
+halfway through writing that file (written, not yet renamed into place). The killed runs are forked
 from this process (no second torch import, which costs more than the tiny runs themselves);
 each resume runs here, like the uninterrupted reference, on one thread so all are bitwise
 comparable.
@@ -46,12 +47,27 @@ def train(out, *extra):
     assert run_cli(main, [*RUN, "--out", str(out), *extra]) == 0
 
 
+def kill_on_rename_to(name: str) -> None:
+    """SIGKILL this process when a file is about to be renamed to ``name`` (atomic writes rename last)."""
+    rename = os.replace
+
+    def replace(source, target, *args, **kwargs):
+        if os.path.basename(target) == name:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return rename(source, target, *args, **kwargs)
+
+    os.replace = replace
+
+
 def killed(out, fault: str, *extra):
     """Train in a forked child that SIGKILLs itself at ``fault``; fails if it ends any other way."""
     pid = os.fork()
     if pid == 0:  # the child never returns into pytest
         try:
-            os.environ["EMCA_VIS_FAULT"] = fault
+            if fault.startswith("write:"):
+                kill_on_rename_to(fault.removeprefix("write:"))
+            else:
+                os.environ["EMCA_VIS_FAULT"] = fault
             quiet = os.open(os.devnull, os.O_WRONLY)
             os.dup2(quiet, 1)
             os.dup2(quiet, 2)
@@ -119,6 +135,10 @@ KILLS = {
         ["last:1",  # epoch 1 (the best): last written, best not yet
          "metrics:2"],  # rewrites epoch 1's files, then after epoch 2's metrics, before its last
         ["--checkpoint-every", "2"]),
+    "halfway through writing last, then best": (
+        ["write:last.safetensors",  # epoch 1's last written to its temporary file, not renamed
+         "write:best.safetensors"],  # rewrites epoch 1's files: best written, not renamed
+        []),
     "only epoch-end states: last epoch's validation, mid-epoch": (
         ["val:3",  # during epoch 2's validation; the newest state is epoch 1's
          "step:2"],  # epoch 2 again from its start, killed after its second step

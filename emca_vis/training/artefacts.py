@@ -52,6 +52,13 @@ def write_metrics(out: Path, rows: list[dict]) -> None:
     _replace_text(paths[1], table.getvalue())
 
 
+def remove_leftovers(out: Path) -> None:
+    """Temporary files of writes that a kill interrupted (the files they were for are intact)."""
+    for name in ("last.safetensors", "best.safetensors", "metrics.jsonl", "metrics.csv"):
+        for leftover in out.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
 def publish_epoch(out: Path, model, meta: dict, record: ResumeRecord) -> None:
     """The files of the evaluated epoch ``record`` ends with; ``model`` holds its weights."""
     write_metrics(out, record.rows)

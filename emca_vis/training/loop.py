@@ -29,7 +29,7 @@ from ..checkpoint.metadata import check_metadata
 from ..data import build_dataset
 from ..errors import UserError
 from ..models import create_model, load_backbone
-from .artefacts import TensorBoard, publish_epoch, write_metrics
+from .artefacts import TensorBoard, publish_epoch, remove_leftovers, write_metrics
 from .data_order import GlobalBatchSampler, SeededSamples
 from .distributed import all_reduce_sum, setup_distributed
 from .faults import fault_point
@@ -305,6 +305,7 @@ def _resume(run: Run) -> tuple[ResumeRecord, dict | None]:
         run.scaler.load_state_dict(state["scaler"])
     if run.rank == 0:
         print(f"resumed from {folder} (epoch {record.epoch}, step {record.step}, {record.phase})")
+        remove_leftovers(out)
         if record.phase == "evaluated":
             publish_epoch(out, run.model, run.meta, record)
         else:

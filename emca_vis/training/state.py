@@ -89,12 +89,13 @@ def save_state(out: Path, model, optimizer, scheduler, scaler, record: ResumeRec
 
 def load_state(out: Path, remove_unusable: bool) -> tuple[dict, dict, ResumeRecord, Path]:
     """The newest usable state: (weights, state, record, folder). An unusable newer one is
-    reported (and removed when ``remove_unusable``, so that it cannot shadow the run's new
-    states) and the previous one used; none usable is an error."""
+    reported and the previous one used (the unusable ones are then removed when
+    ``remove_unusable``); none usable is an error, and nothing is removed."""
     root = out / "resume"
     states = sorted(root.glob("step-*"), reverse=True)
     if not states:
         raise UserError(f"--resume: no saved state in {root}; start without --resume")
+    unusable = []
     for folder in states:
         try:
             read_metadata(folder / "model.safetensors")
@@ -105,10 +106,12 @@ def load_state(out: Path, remove_unusable: bool) -> tuple[dict, dict, ResumeReco
             record = validate(ResumeRecord, state["record"], "resume record")
         except Exception as error:  # noqa: BLE001 - whatever is wrong with it, the state is unusable
             print(f"warning: resume state {folder} is unusable ({str(error).splitlines()[0][:160]}); "
-                  f"{'removed; ' if remove_unusable else ''}trying the previous one", file=sys.stderr)
-            if remove_unusable:
-                shutil.rmtree(folder, ignore_errors=True)
+                  "trying the previous one", file=sys.stderr)
+            unusable.append(folder)
             continue
+        if remove_unusable:  # newer than the state resumed from, they would shadow the run's next ones
+            for folder_ in unusable:
+                shutil.rmtree(folder_, ignore_errors=True)
         return weights, state, record, folder
     raise UserError(f"--resume: every saved state in {root} is unusable; not starting over silently")
 
