@@ -25,7 +25,7 @@ from .explain.figures import comparison_figure, to_display
 from .explain.heatmaps import (LAYER_METHODS, METHODS, check_layer, check_method, heatmap_stats, heatmaps, predict,
                                 resolve_target)
 from .images import find_images, load_image
-from .inputs import LoadedModel, add_nonfinite_option, load_models
+from .inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
 from .options import Parser, positive_int
 from .outputs import check_out, figure_format, figure_formats, write_json, write_npz
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", nargs="+", help="checkpoints to compare (default: the demo checkpoints)")
+    parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     parser.add_argument("--layer", default="layer4", help="target layer: layer4, layer3, layer4.1, ...")
     add_nonfinite_option(parser)
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     models = load_models(args.checkpoint, failures, args.allow_nonfinite)
     check_model_options(models, args)
-    report = {"models": [{"label": m.label, "checkpoint": str(m.path)} for m in models], "images": []}
+    report = {"models": [{"label": m.label, "checkpoint": m.spec} for m in models], "images": []}
     arrays: dict[str, np.ndarray] = {}
     for index, path in enumerate(paths):
         try:

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint import load_checkpoint
+from .checkpoint.spec import parse_spec
 from .data import eval_pixels, eval_transform
 from .demo import demo_checkpoints
 from .errors import UserError
@@ -27,6 +28,10 @@ class LoadedModel:
     path: Path
     model: nn.Module
     meta: dict
+    spec: str = ""  # what loads it again: the path, or MODEL[:ema][:FORMAT]=PATH for a foreign file
+
+    def __post_init__(self):
+        self.spec = self.spec or str(self.path)
 
     @property
     def class_names(self) -> list[str]:
@@ -68,25 +73,30 @@ def add_nonfinite_option(parser: argparse.ArgumentParser) -> None:
                         help="load checkpoints whose weights hold NaN or infinities (refused otherwise), warning")
 
 
+CHECKPOINT_HELP = ("checkpoints: emca-vis files, or foreign ones as MODEL[:ema][:FORMAT]=PATH, e.g. "
+                   "resnet50=r50.pth (default: the demo checkpoints)")
+
+
 def load_models(paths: Sequence[str | Path] | None = None, errors: list[str] | None = None,
                 allow_nonfinite: bool = False) -> list[LoadedModel]:
-    """Load ``paths`` (default: the demo checkpoints) on the CPU.
+    """Load ``paths`` (default: the demo checkpoints) on the CPU; each a path or a checkpoint spec
+    ``MODEL[:ema][:FORMAT]=PATH`` (:mod:`emca_vis.checkpoint.spec`).
 
     A checkpoint that fails is reported as ``error: ...`` on stderr and appended to
     ``errors``; the others still load. Labels are the model names, or file names where two
     checkpoints share a model name. ``allow_nonfinite``: see :func:`load_checkpoint`.
     """
-    paths = [Path(p) for p in (paths or demo_checkpoints())]
     loaded = []
-    for path in paths:
+    for checkpoint in paths or demo_checkpoints():
         try:
-            model, meta = load_checkpoint(path, allow_nonfinite=allow_nonfinite)
+            spec = parse_spec(checkpoint)
+            model, meta = load_checkpoint(spec, allow_nonfinite=allow_nonfinite)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             if errors is not None:
                 errors.append(str(error))
             continue
-        loaded.append(LoadedModel(meta["model"], path, model, meta))
+        loaded.append(LoadedModel(meta["model"], spec.path, model, meta, str(spec)))
     counts = Counter(m.label for m in loaded)
     for m in loaded:
         if counts[m.label] > 1:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from ..data import build_dataset
 from ..errors import UserError, run_cli
 from ..images import load_image
-from ..inputs import LoadedModel, add_nonfinite_option, load_models
+from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
 from ..options import Parser, positive_int
 from ..outputs import check_out, write_json
 from .analysis import analyse
@@ -29,7 +29,7 @@ from .schema import read_attention
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m emca_vis.attention", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
+    parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image", action="append", help="an image file (repeatable)")
     source.add_argument("--data", help="dataset spec (default: shapes)")

@@ -3,11 +3,13 @@
     save_checkpoint("runs/emca.safetensors", model, class_names=[...], metrics={"top1": 91.2})
     model, meta = load_checkpoint("runs/emca.safetensors")
 
-One file holds both, so weights and metadata cannot drift apart. Nothing is ever
-unpickled: foreign ``.pt``/``.pth`` files (e.g. torchvision weights) go through
-``torch.load(weights_only=True)`` and need the architecture named.
+One file holds both, so weights and metadata cannot drift apart. Foreign files (torchvision,
+timm, training scripts' containers; :mod:`.containers`, :mod:`.formats`) load once their
+architecture is named, ``load_checkpoint("resnet50=r50.pth")`` (:mod:`.spec`); nothing is ever
+unpickled: they go through ``torch.load(weights_only=True)``.
 
-    python -m emca_vis.checkpoint runs/*.safetensors    # print what each file holds
+    python -m emca_vis.checkpoint runs/*.safetensors resnet50=r50.pth    # print what each file holds
+    python -m emca_vis.checkpoint import r50.pth --model resnet50 --out r50.safetensors
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .. import __version__
@@ -28,10 +30,12 @@ from ..errors import UserError
 from ..models import UnknownModelError, create_model
 from ..outputs import json_text
 from ..validation import open_regular, parse_json, regular_file
+from .containers import is_safetensors, read_tensors, short
+from .formats import FormatError, detect_format, get_format
 from .metadata import MAX_HEADER_BYTES, check_metadata
+from .spec import CheckpointSpec, parse_spec
 
 META_KEY = "emca_vis"
-FOREIGN_SUFFIXES = (".pt", ".pth", ".bin")
 
 
 class CheckpointError(UserError):
@@ -105,7 +109,7 @@ def _header(path: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
             metadata = f.metadata() or {}
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_short(error)})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({short(error)})") from None
     return metadata, shapes
 
 
@@ -129,25 +133,38 @@ def _metadata(path: Path, header: dict[str, str]) -> dict:
         raise CheckpointError(f"{path}: metadata: {error}") from None
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
-                    num_classes: int | None = None, model: str | None = None, allow_nonfinite: bool = False,
-                    **model_kwargs):
+def load_checkpoint(checkpoint: str | os.PathLike | CheckpointSpec, map_location: str | torch.device = "cpu", *,
+                    num_classes: int | None = None, model: str | None = None, format: str = "auto",
+                    ema: bool = False, allow_nonfinite: bool = False, **model_kwargs):
     """Load a checkpoint; returns ``(model in eval mode, metadata dict with every default filled in)``.
 
     Args:
+        checkpoint: a path, or a spec string ``MODEL[:ema][:FORMAT]=PATH`` (:mod:`.spec`) naming
+            what a foreign file holds; a ``Path`` is always a path.
         num_classes: if given, the checkpoint must have exactly this many classes.
-        model, model_kwargs: the architecture of a foreign ``.pt``/``.pth`` state dict
-            (e.g. torchvision weights); ignored for emca-vis checkpoints, which say it.
+        model, format, ema, model_kwargs: what a foreign file holds, as in a spec (the spec's
+            values win where both are given): the architecture, its :mod:`.formats` entry
+            (``"auto"``: detected from key names), the EMA weights of a training checkpoint,
+            extra ``create_model`` options. An emca-vis checkpoint says all of it itself.
         allow_nonfinite: load weights holding NaN or infinities (refused otherwise), with a warning.
     """
-    path = _existing(path)
-    if path.suffix in FOREIGN_SUFFIXES:
-        state_dict, meta = _load_foreign(path, model, model_kwargs)
-        shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-    else:
-        header, shapes = _header(path)
+    spec = parse_spec(checkpoint)
+    model, ema = spec.model or model, spec.ema or ema
+    fmt = spec.format if spec.format != "auto" else format
+    path = _existing(spec.path)
+    state_dict = None
+    header, shapes = _header(path) if _is_safetensors(path) else ({}, {})
+    if META_KEY in header:
         meta = _metadata(path, header)
-        state_dict = None
+        if model is not None and model != meta["model"]:
+            raise CheckpointError(f"{path}: holds {meta['model']}, not {model} (an emca-vis checkpoint names "
+                                  "its own model)")
+        if ema:
+            raise CheckpointError(f"{path}: an emca-vis checkpoint holds one set of weights; ':ema' applies to "
+                                  "training checkpoints that hold two")
+    else:
+        state_dict, meta = _load_foreign(path, model, fmt, ema, model_kwargs)
+        shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
     if num_classes is not None and meta["num_classes"] != num_classes:
         raise CheckpointError(f"{path}: has {meta['num_classes']} classes, expected {num_classes}")
     # The architecture is first built on the meta device (no memory), so weights that do not fit
@@ -164,11 +181,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return net.to(map_location).eval(), meta
 
 
+def _is_safetensors(path: Path) -> bool:
+    try:
+        return is_safetensors(path)
+    except UserError as error:
+        raise CheckpointError(str(error)) from None
+
+
 def _build(path: Path, meta: dict) -> nn.Module:
     try:
         return create_model(meta["model"], num_classes=meta["num_classes"], **meta["model_kwargs"])
     except (UnknownModelError, ValueError, TypeError, OverflowError) as error:
-        raise CheckpointError(f"{path}: metadata describes no buildable model ({_short(error)})") from None
+        raise CheckpointError(f"{path}: metadata describes no buildable model ({short(error)})") from None
 
 
 def check_finite(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], allow: bool = False) -> None:
@@ -194,10 +218,6 @@ def _existing(path: str | os.PathLike) -> Path:
     return path
 
 
-def _short(error: Exception) -> str:
-    return str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-
-
 def _check_weights_fit(path: Path, own: dict[str, tuple], found: dict[str, tuple]) -> None:
     missing = sorted(set(own) - set(found))
     unexpected = sorted(set(found) - set(own))
@@ -214,44 +234,43 @@ def _check_weights_fit(path: Path, own: dict[str, tuple], found: dict[str, tuple
         raise CheckpointError(f"{path}: weights do not match the metadata's architecture: {'; '.join(problems)}")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file without building a model: an emca-vis
-    ``.safetensors`` file or a foreign ``.pt``/``.pth`` state dict (read weights-only)."""
+def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file without building a model: an emca-vis ``.safetensors``
+    file, or a foreign file in any container of :mod:`.containers` (read weights-only), keys as
+    they are in the file."""
     path = _existing(path)
-    if path.suffix not in FOREIGN_SUFFIXES:
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CheckpointError(f"{path}: weights cannot be read ({_short(error)})") from None
     try:
-        # weights_only=True: tensors and plain containers only, never arbitrary objects.
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure here means the file is unusable
-        raise CheckpointError(f"{path}: refused or unreadable as a weights-only file ({_short(error)})") from None
-    state_dict = loaded.get("state_dict", loaded.get("model", loaded)) if isinstance(loaded, dict) else None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{path}: does not hold a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+        return read_tensors(path, ema)
+    except UserError as error:
+        raise CheckpointError(str(error)) from None
 
 
-def _load_foreign(path: Path, model: str | None, model_kwargs: dict) -> tuple[dict, dict]:
-    state_dict = read_state_dict(path)
+def _load_foreign(path: Path, model: str | None, fmt: str, ema: bool, model_kwargs: dict) -> tuple[dict, dict]:
+    state_dict = read_state_dict(path, ema)
     if model is None:
-        raise CheckpointError(f"{path}: a foreign state dict does not say its architecture; name the model "
-                              "(e.g. model='resnet50')")
+        raise CheckpointError(f"{path}: a foreign state dict does not say its architecture; name it as "
+                              f"MODEL=PATH (e.g. resnet50={path}; model='resnet50' in Python)")
+    try:
+        found = detect_format(state_dict.keys()) if fmt == "auto" else get_format(fmt)
+        name = found.model_name(model)
+        state_dict, options = found.convert(state_dict, name)
+    except FormatError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     if "fc.weight" not in state_dict:
         raise CheckpointError(f"{path}: state dict has no fc.weight, so it is not a ResNet classifier")
     try:  # every other field: the schema's defaults (ImageNet preprocessing at 224 px)
-        meta = check_metadata({"model": model, "model_kwargs": model_kwargs,
-                               "num_classes": state_dict["fc.weight"].shape[0], "source": str(path)})
+        meta = check_metadata({"model": name, "model_kwargs": {**options, **model_kwargs},
+                               "num_classes": state_dict["fc.weight"].shape[0],
+                               "source": {"file": str(path), "format": found.name, "ema": ema}})
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
     return state_dict, meta
 
 
-def describe(path: str | os.PathLike, model: str | None = None, allow_nonfinite: bool = False) -> str:
-    """One line about a checkpoint, after checking its weights against its metadata."""
-    _, meta = load_checkpoint(path, model=model, allow_nonfinite=allow_nonfinite)
+def describe(checkpoint: str | os.PathLike, model: str | None = None, allow_nonfinite: bool = False) -> str:
+    """One line about a checkpoint (a path or spec), after checking its weights against its metadata."""
+    path = parse_spec(checkpoint).path
+    _, meta = load_checkpoint(checkpoint, model=model, allow_nonfinite=allow_nonfinite)
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in meta["metrics"].items())
     return (f"{path}: {meta['model']} {meta['model_kwargs']}, {meta['num_classes']} classes, "
             f"{meta['input_size']} px, dataset={meta['dataset']}" + (f", {metrics}" if metrics else ""))

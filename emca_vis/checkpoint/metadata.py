@@ -6,7 +6,7 @@ Required: ``model`` (a registered name) and ``num_classes``. Optional, with defa
 | field | default | checked |
 |---|---|---|
 | ``model_kwargs`` | ``{}`` (``create_model``'s defaults) | known options of ``create_model``, their values |
-| ``class_names`` | ``"0"``, ``"1"``, ... | exactly ``num_classes`` names of 1-256 characters |
+| ``class_names`` | ImageNet's names at 1000 classes, else ``"0"``, ``"1"``, ... | exactly ``num_classes`` names of 1-256 characters |
 | ``input_size`` | 224 | 8-2048 px |
 | ``resize`` | ``round(input_size * 256 / 224)`` (256 at 224, torchvision's ratio) | ``input_size``-4096 px |
 | ``mean``, ``std`` | ImageNet's | 3 finite numbers; ``std`` in [1e-6, 1e3] |
@@ -27,6 +27,7 @@ from ..models import UnknownModelError, create_model, parse_model_name
 from ..models.attention import GATES
 from ..models.registry import PLACEMENTS
 from ..validation import FreeJson, Name, Text, first_problem
+from .classes import IMAGENET_CLASSES, imagenet_classes
 
 MAX_CLASSES = 100_000
 MIN_INPUT_SIZE, MAX_INPUT_SIZE, MAX_RESIZE = 8, 2048, 4096
@@ -135,7 +136,8 @@ class CheckpointMetadata(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> CheckpointMetadata:
         if self.class_names is None:
-            self.class_names = [str(i) for i in range(self.num_classes)]
+            self.class_names = (list(imagenet_classes()) if self.num_classes == IMAGENET_CLASSES
+                                else [str(i) for i in range(self.num_classes)])
         elif len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class_names for num_classes={self.num_classes}")
         if self.resize is None:

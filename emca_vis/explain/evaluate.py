@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..data import build_dataset
 from ..errors import UserError
-from ..inputs import LoadedModel, add_nonfinite_option, load_models
+from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
 from ..options import Parser, positive_int
 from ..outputs import check_out, write_dict_csv, write_json
 from . import metrics
@@ -37,7 +37,7 @@ POINTING_TOLERANCE_AT_224 = 15  # pixels, as in the pointing game's original pro
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m emca_vis.gradcam evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", nargs="+", help="checkpoints to score (default: the demo checkpoints)")
+    parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     parser.add_argument("--layer", default="layer4", help="target layer: layer4, layer3, layer4.1, ...")
     parser.add_argument("--data", default="shapes", help="shapes, or folder:/p / imagenet:/p with --boxes")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")

@@ -22,7 +22,7 @@ from .render import render
 
 def build_parser() -> argparse.ArgumentParser:
     # The compute stack (torch, CAM libraries) is imported here, not for --from.
-    from ..inputs import add_nonfinite_option
+    from ..inputs import CHECKPOINT_HELP, add_nonfinite_option
     from ..options import Parser, nonnegative_int, positive_int
     from ..robustness.corruptions import BACKENDS, CORRUPTIONS
     from .compute import Settings
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = Settings()
     parser = Parser(prog="python -m emca_vis.report", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", nargs="+", help="checkpoints to compare (default: the demo checkpoints)")
+    parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     parser.add_argument("--data", default=defaults.data, help="dataset spec: shapes, imagenet:/p, folder:/p, ...")
     parser.add_argument("--split", default=defaults.split, help="split for accuracy, robustness and explanations")
     parser.add_argument("--out", help="output folder (default: report/; with --from: that folder)")

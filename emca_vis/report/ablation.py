@@ -106,14 +106,14 @@ def main(ablation: str, argv: list[str] | None = None, description: str = "") ->
     """The command line of ``analyses/placement_ablation.py`` and ``analyses/source_ablation.py``."""
 
     from ..errors import UserError
-    from ..inputs import load_models
+    from ..inputs import CHECKPOINT_HELP, load_models
     from ..options import Parser, positive_int
     from ..outputs import check_out
     from ..robustness.results import read_results
     from .models import architecture, clean_accuracy, training_summary
 
     parser = Parser(description=description)
-    parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
+    parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     parser.add_argument("--data", default="shapes")
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=positive_int, default=500, help="images for clean top-1")

@@ -160,7 +160,7 @@ def _robustness(models: list[LoadedModel], settings: Settings, out: Path) -> dic
     if baseline is None:  # CE relative to the plain ResNet when there is one, else the first checkpoint
         plain = [m.label for m in models if architecture(m.meta)["attention"] is None]
         baseline = plain[0] if plain and not settings.data.startswith("imagenet") else None
-    return evaluate(checkpoint=[str(m.path) for m in models], data=settings.data, split=settings.split,
+    return evaluate(checkpoint=[m.spec for m in models], data=settings.data, split=settings.split,
                     corruptions=list(settings.corruptions), severities=list(settings.severities),
                     backend=settings.backend, n=settings.n_robustness, batch_size=settings.batch_size,
                     seed=settings.seed, baseline=baseline, out=str(path), allow_nonfinite=settings.allow_nonfinite,

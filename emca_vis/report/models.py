@@ -131,6 +131,6 @@ def model_rows(models: Sequence[LoadedModel], spec: str, split: str, n_clean: in
     except UserError as error:  # a foreign dataset: the table still shows cost and training metadata
         print(f"warning: no clean accuracy: {error}", file=sys.stderr)
         accuracy = {}
-    return [{"label": m.label, "checkpoint": str(m.path), "model": m.meta["model"],
+    return [{"label": m.label, "checkpoint": m.spec, "model": m.meta["model"],
              "model_kwargs": m.meta["model_kwargs"], **architecture(m.meta), **cost[m.label],
              "clean": accuracy.get(m.label), "training": training_summary(m.meta)} for m in models]

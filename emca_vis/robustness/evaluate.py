@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ..data import build_dataset, eval_pixels
 from ..errors import UserError
-from ..inputs import LoadedModel, add_nonfinite_option, load_models
+from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
 from ..options import Parser, nonnegative_int, positive_int
 from ..outputs import append_line, check_out, json_text, locked, write_csv as write_rows, write_json
 from . import cdata
@@ -47,7 +47,7 @@ SETTINGS = ("data", "split", "n", "backend", "seed", "c_data")  # what a cell's 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m emca_vis.robustness", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", nargs="+", help="checkpoints (default: the demo checkpoints)")
+    parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     parser.add_argument("--data", default="shapes", help="dataset spec (default: shapes)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--corruptions", nargs="+", default=list(IMAGENET_C), help=f"any of: {', '.join(CORRUPTIONS)}")
@@ -297,7 +297,7 @@ def build_results(models: list[LoadedModel], done: dict, args, baseline: str) ->
     for m in models:
         clean, errors = errors_of(m.label)
         scores = summarize(clean, errors, base_errors, base_clean)
-        results["models"][m.label] = {"checkpoint": str(m.path), "n": done[(m.label, "clean", 0)]["total"],
+        results["models"][m.label] = {"checkpoint": m.spec, "n": done[(m.label, "clean", 0)]["total"],
                                       "errors": {c: {str(s): e for s, e in v.items()} for c, v in errors.items()},
                                       **scores}
     return results

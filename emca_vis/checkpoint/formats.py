@@ -1,0 +1,180 @@
+"""Foreign state-dict formats: one :class:`Format` entry per project whose ResNets emca-vis loads.
+
+An entry says how to recognise the project's key names, how to turn them into emca-vis's
+(renames, reshapes), which ``create_model`` options reproduce its computation, and which of its
+model names map to which emca-vis names. ``auto`` picks the first entry (in :data:`FORMATS`
+order) whose detector accepts the key names; a new format is one more :func:`register` call.
+
+    torchvision  resnet18..152: emca-vis's own layout (also timm's plain resnet*, and state dicts
+                 saved from emca-vis models); keys are used as they are
+    timm         resnet{18,34,50,101,152} and seresnet{18,...,152}; SE's 1x1 convs become linears
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import UserError
+from ..models.registry import DEPTHS
+
+StateDict = dict[str, torch.Tensor]
+
+
+class FormatError(UserError):
+    """Weights or a model name a format cannot map; the message says why, on one line."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """One foreign project's layout.
+
+    Args:
+        name: the ``--format`` word.
+        summary: what it covers, one line (``--help``, README).
+        detect: ``True`` when a state dict's key names are unmistakably this format's;
+            ``None``: chosen only when named.
+        convert: ``(state_dict, emca-vis model name) -> (state dict in emca-vis keys, create_model
+            options it needs)``; raises :class:`FormatError` saying why it cannot.
+        model_name: the project's model name -> emca-vis's (``"seresnet50"`` -> ``"resnet50_se"``);
+            :class:`FormatError` for names it refuses; names it does not know pass through.
+    """
+
+    name: str
+    summary: str
+    detect: Callable[[Collection[str]], bool] | None
+    convert: Callable[[StateDict, str], tuple[StateDict, dict]]
+    model_name: Callable[[str], str] = field(default=lambda name: name)
+
+
+FORMATS: dict[str, Format] = {}
+
+
+def register(fmt: Format, before: str | None = None) -> Format:
+    """Add ``fmt`` (detected before the entry ``before``, default: last)."""
+    if fmt.name == "auto" or fmt.name in FORMATS:
+        raise ValueError(f"format name {fmt.name!r} is reserved or taken")
+    items = list(FORMATS.items())
+    at = [k for k, _ in items].index(before) if before in FORMATS else len(items)
+    items.insert(at, (fmt.name, fmt))
+    FORMATS.clear()
+    FORMATS.update(items)
+    return fmt
+
+
+def detect_format(keys: Collection[str]) -> Format:
+    """The first format whose detector accepts these key names."""
+    for fmt in FORMATS.values():
+        if fmt.detect is not None and fmt.detect(keys):
+            return fmt
+    sample = ", ".join(sorted(keys)[:3])
+    raise FormatError(f"key names of no known format (first: {sample}); name one of {', '.join(FORMATS)} "
+                      "with MODEL:FORMAT=PATH (--format)")
+
+
+def get_format(name: str) -> Format:
+    if name not in FORMATS:
+        raise FormatError(f"unknown format {name!r}; choose auto or one of {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def rename(state_dict: StateDict, table: list[tuple[str, str]]) -> StateDict:
+    """Apply ``(regex, replacement)`` renames to every key, in table order."""
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in table:
+            key = re.sub(pattern, replacement, key)
+        out[key] = value
+    return out
+
+
+def _is_resnet(keys: Collection[str]) -> bool:
+    return "conv1.weight" in keys and "layer1.0.conv1.weight" in keys
+
+
+# --- torchvision (and emca-vis's own layout) -------------------------------------------------
+
+def _same(state_dict: StateDict, model: str) -> tuple[StateDict, dict]:
+    return dict(state_dict), {}
+
+
+register(Format("torchvision", "torchvision resnet18..152 (emca-vis's own key names; timm's plain resnet* too)",
+                detect=_is_resnet, convert=_same))
+
+
+# --- timm ------------------------------------------------------------------------------------
+
+TIMM_DEPTHS = tuple(DEPTHS)  # timm's resnet{d} / seresnet{d} with a torchvision stem
+_TIMM_NAME = re.compile(r"(se)?resnet(\d+)([a-z]*)")
+_TIMM_SUFFIX_WHY = {
+    "c": "a deep stem (three 3x3 convs, conv1.0/.3/.6)",
+    "s": "a deep stem (three 3x3 convs, conv1.0/.3/.6)",
+    "d": "a deep stem (three 3x3 convs) and average-pool shortcuts",
+    "t": "a tiered deep stem (three 3x3 convs) and average-pool shortcuts",
+}
+_NO_STEM = "emca-vis ResNets have torchvision's single 7x7 stem conv and 1x1-conv shortcuts"
+
+
+def timm_model_name(name: str) -> str:
+    """timm's ``resnet{d}`` / ``seresnet{d}`` -> ``resnet{d}`` / ``resnet{d}_se``; other timm ResNet
+    names refused with the reason; emca-vis names pass through."""
+    match = _TIMM_NAME.fullmatch(name)
+    if match is None:
+        return name
+    se, depth, suffix = match.group(1), int(match.group(2)), match.group(3)
+    if suffix:
+        why = _TIMM_SUFFIX_WHY.get(suffix[-1], f"a variant ({suffix!r}) emca-vis does not build")
+        raise FormatError(f"timm's {name} has {why}; {_NO_STEM}. Mapped timm names: resnet{{d}} and "
+                          f"seresnet{{d}} for d in {', '.join(map(str, TIMM_DEPTHS))}")
+    if depth not in TIMM_DEPTHS:
+        raise FormatError(f"timm's {name}: emca-vis builds ResNet depths {', '.join(map(str, TIMM_DEPTHS))} only")
+    return f"resnet{depth}_se" if se else f"resnet{depth}"
+
+
+def _timm_refusal(keys: Collection[str]) -> str | None:
+    if "conv1.0.weight" in keys:
+        return f"a deep stem (conv1.0/.3/.6: timm's *c/*d/*s/*t ResNets); {_NO_STEM}"
+    if any(re.fullmatch(r"layer\d+\.0\.downsample\.2\.weight", k) for k in keys):
+        return f"average-pool shortcuts (downsample.1 is a conv: timm's avg_down, *d/*t ResNets); {_NO_STEM}"
+    other = sorted(k for k in keys if ".se." in k and not re.search(r"\.se\.fc[12]\.(weight|bias)$", k))
+    if other:
+        return (f"an attention module other than SE ({other[0]}: e.g. timm's ECA or CBAM ResNets, which all "
+                "have deep stems); only seresnet*'s SE maps, to resnet{d}_se")
+    return None
+
+
+def _timm_convert(state_dict: StateDict, model: str) -> tuple[StateDict, dict]:
+    why = _timm_refusal(state_dict.keys())
+    if why:
+        raise FormatError(f"timm weights with {why}")
+    out = {}
+    for key, value in state_dict.items():
+        if ".se.fc" in key:
+            key = key.replace(".se.", ".attn.")
+            if value.dim() == 4:  # SE's 1x1 convs on pooled maps are emca-vis's linears
+                value = value.flatten(1)
+        out[key] = value
+    return out, _timm_se_options(out)
+
+
+def _timm_se_options(state_dict: StateDict) -> dict:
+    """timm rounds SE widths to a multiple of 8 (``make_divisible(C / 16, 8)``); emca-vis's SE
+    uses ``max(C // 16, 4)``. They differ only at 64 channels (seresnet18/34's first stage)."""
+    from ..models.attention import _hidden
+
+    for key, value in state_dict.items():
+        if key.endswith(".attn.fc1.weight"):
+            hidden, channels = value.shape
+            if hidden != _hidden(channels, 16):
+                raise FormatError(f"timm SE width {hidden} for {channels} channels ({key}) is timm's rounding "
+                                  "to a multiple of 8 (seresnet18/34), which this emca-vis version does not "
+                                  "build; seresnet50 and deeper map exactly")
+    return {}
+
+
+register(Format("timm", "timm resnet{18,34,50,101,152} and seresnet{18,...,152} (deep-stem *c/*d/*s/*t refused)",
+                detect=lambda keys: "layer1.0.conv1.weight" in keys and ("conv1.0.weight" in keys or any(".se." in k for k in keys)),
+                convert=_timm_convert, model_name=timm_model_name), before="torchvision")
