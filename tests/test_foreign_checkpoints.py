@@ -256,12 +256,12 @@ def test_wrong_class_count(tmp_path):
 # --- the import command ----------------------------------------------------------------------
 
 def test_import_writes_a_self_describing_checkpoint(tmp_path, capsys):
-    peer = randomise_batchnorm(timm.create_model("seresnet50", num_classes=1000))
+    peer = randomise_batchnorm(timm.create_model("resnet18", num_classes=1000))
     torch.save({"model": peer.state_dict(), "model_ema": peer.state_dict(), "epoch": 90}, tmp_path / "ckpt.pth")
-    out = tmp_path / "se50.safetensors"
-    assert checkpoint_main(["import", str(tmp_path / "ckpt.pth"), "--model", "seresnet50", "--ema",
+    out = tmp_path / "r18.safetensors"
+    assert checkpoint_main(["import", str(tmp_path / "ckpt.pth"), "--model", "resnet18", "--format", "timm", "--ema",
                             "--input-size", "64", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.startswith(f"wrote {out}: resnet50_se")
+    assert capsys.readouterr().out.startswith(f"wrote {out}: resnet18")
     meta = read_metadata(out)
     assert meta["class_names"][:2] == ["tench", "goldfish"] and meta["source"]["format"] == "timm"
     assert (meta["input_size"], meta["resize"], meta["mean"]) == (64, 73, [0.485, 0.456, 0.406])
