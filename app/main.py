@@ -44,8 +44,8 @@ def sidebar() -> tuple[dict, dict]:
     root = iv.checkpoint_root()
     folders = panels.checkpoint_folders(str(root))
     folder = bar.selectbox("Checkpoint folder", list(folders), key="folder",
-                           help=f"The demo checkpoints and every folder with `*.safetensors` files under "
-                                f"{esc(root)} (set `EMCA_VIS_CHECKPOINT_ROOT` to list another root).")
+                           help="The demo checkpoints and every folder with checkpoints (`*.safetensors`, `*.pth`, "
+                                f"`*.pt`) under {esc(root)} (set `EMCA_VIS_CHECKPOINT_ROOT` to list another root).")
     # file links may point anywhere inside the folder's root, never out of it
     listing_root = folders[folder] if folder == iv.DEMO_FOLDER else root
     options, skipped = panels.checkpoint_options(str(folders[folder]), str(listing_root))

@@ -123,10 +123,15 @@ def image_dir() -> Path:
     return Path(os.environ.get("EMCA_VIS_IMAGE_DIR", "runs/images")).expanduser()
 
 
+# emca-vis checkpoints, plain safetensors and torch.save files; a foreign file loads when its key
+# names say its model (plain and timm-SE ResNets), else the app shows the loader's line.
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".pth.tar")
+
+
 def checkpoint_folders(root: str | Path | None = None) -> dict[str, Path]:
     """``{name: folder}``: the demo checkpoints, then every folder under ``root`` (up to
-    :data:`SEARCH_DEPTH` levels) that holds ``*.safetensors`` files. Names are paths relative to
-    the root; folders reached through links that leave the root are not listed."""
+    :data:`SEARCH_DEPTH` levels) that holds checkpoint files (:data:`CHECKPOINT_SUFFIXES`). Names
+    are paths relative to the root; folders reached through links that leave the root are not listed."""
     folders = {DEMO_FOLDER: demo_dir()}
     root = Path(root) if root is not None else checkpoint_root()
     if not root.is_dir():
@@ -136,7 +141,7 @@ def checkpoint_folders(root: str | Path | None = None) -> dict[str, Path]:
     for current, dirs, files in os.walk(root, followlinks=False):
         depth = len(Path(current).relative_to(root).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < SEARCH_DEPTH else []
-        if any(f.endswith(".safetensors") for f in files):
+        if any(f.endswith(CHECKPOINT_SUFFIXES) for f in files):
             path = Path(current)
             if path.resolve().is_relative_to(resolved_root):
                 found.append(path)
@@ -148,14 +153,15 @@ def checkpoint_folders(root: str | Path | None = None) -> dict[str, Path]:
 
 def checkpoint_options(folder: str | Path, root: str | Path | None = None,
                        skipped: list[str] | None = None) -> dict[str, Path]:
-    """``{label: checkpoint}`` of a folder's ``*.safetensors`` files, demo models in their usual
+    """``{label: checkpoint}`` of a folder's checkpoint files, demo models in their usual
     order. The label is the model name from the metadata, or the file name where that is not
     unique or not readable. Only regular files whose links resolve inside ``root`` (default: the
     folder) are offered; the others are appended to ``skipped`` as ``"name: reason"``."""
     folder = Path(folder)
     root = Path(root) if root is not None else folder
     paths = []
-    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+    listed = sorted(p for p in folder.iterdir() if p.name.endswith(CHECKPOINT_SUFFIXES)) if folder.is_dir() else []
+    for path in listed:
         reason = unlisted_reason(path, root)
         if reason is None:
             paths.append(path)

@@ -86,6 +86,7 @@ def test_timm_seresnet50_maps_to_resnet50_se(tmp_path):
     torch.save({"state_dict": peer.state_dict(), "epoch": 1}, tmp_path / "model_best.pth.tar")
     ours, meta = load_checkpoint(f"seresnet50={tmp_path / 'model_best.pth.tar'}")  # format detected: timm
     assert meta["model"] == "resnet50_se" and meta["source"]["format"] == "timm"
+    assert load_checkpoint(tmp_path / "model_best.pth.tar")[1]["model"] == "resnet50_se"  # nothing named
     assert ours.layer1[0].attn.fc1.weight.shape == (16, 256)  # C/16: timm's rounding to 8 changes nothing here
     assert max_diff(peer, ours, size=48) <= 1e-4
 
@@ -145,6 +146,8 @@ def test_spec_syntax():
     assert (str(spec.path), spec.model, spec.ema, spec.format) == ("dir/x=y.pth.tar", "seresnet50", True, "timm")
     assert str(spec) == "seresnet50:ema:timm=dir/x=y.pth.tar" and parse_spec(str(spec)) == spec
     assert parse_spec("runs/a=b.pth").model is None  # a head with '/' is part of the path
+    assert parse_spec(":ema=x.pth") == CheckpointSpec(parse_spec("x.pth").path, None, True)
+    assert parse_spec("=x.pth").path.name == "=x.pth"
     with pytest.raises(UserError, match=r"unknown or repeated tag 'tf'; .*one format of auto, timm, torchvision"):
         parse_spec("resnet50:tf=x.pth")
     with pytest.raises(UserError, match="no file after '='"):
@@ -187,8 +190,10 @@ def test_truncated_unknown_and_unnamed_files(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes((tmp_path / "cut.safetensors").read_bytes()[:-5])
     with pytest.raises(CheckpointError, match="cut.safetensors: (truncated|not a readable safetensors file)"):
         load_checkpoint(f"resnet18={tmp_path / 'cut.safetensors'}")
-    with pytest.raises(CheckpointError, match="does not say its architecture; name it as MODEL=PATH"):
-        load_checkpoint(tmp_path / "r18.pth")
+    assert load_checkpoint(tmp_path / "r18.pth")[1]["model"] == "resnet18"  # the key names say it
+    torch.save(create_model("resnet18_eca", num_classes=3).state_dict(), tmp_path / "eca.pth")
+    with pytest.raises(CheckpointError, match="its key names do not say the architecture; name it as MODEL=PATH"):
+        load_checkpoint(tmp_path / "eca.pth")
     torch.save({"encoder.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match=r"key names of no known format \(first: encoder.weight\)"):
         load_checkpoint(f"resnet18={tmp_path / 'other.pth'}")

@@ -247,15 +247,16 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, tor
 
 def _load_foreign(path: Path, model: str | None, fmt: str, ema: bool, model_kwargs: dict) -> tuple[dict, dict]:
     state_dict = read_state_dict(path, ema)
-    if model is None:
-        raise CheckpointError(f"{path}: a foreign state dict does not say its architecture; name it as "
-                              f"MODEL=PATH (e.g. resnet50={path}; model='resnet50' in Python)")
     try:
         found = detect_format(state_dict.keys()) if fmt == "auto" else get_format(fmt)
-        name = found.model_name(model)
+        name = found.model_name(model) if model is not None else None
         state_dict, options = found.convert(state_dict, name)
     except FormatError as error:
         raise CheckpointError(f"{path}: {error}") from None
+    name = name or found.infer_model(state_dict.keys())
+    if name is None:
+        raise CheckpointError(f"{path}: its key names do not say the architecture; name it as MODEL=PATH "
+                              f"(e.g. resnet50_eca={path}; model='resnet50_eca' in Python)")
     if "fc.weight" not in state_dict:
         raise CheckpointError(f"{path}: state dict has no fc.weight, so it is not a ResNet classifier")
     try:  # every other field: the schema's defaults (ImageNet preprocessing at 224 px)

@@ -1,12 +1,14 @@
 """Foreign state-dict formats: one :class:`Format` entry per project whose ResNets emca-vis loads.
 
 An entry says how to recognise the project's key names, how to turn them into emca-vis's
-(renames, reshapes), which ``create_model`` options reproduce its computation, and which of its
-model names map to which emca-vis names. ``auto`` picks the first entry (in :data:`FORMATS`
-order) whose detector accepts the key names; a new format is one more :func:`register` call.
+(renames, reshapes), which ``create_model`` options reproduce its computation, which of its model
+names map to which emca-vis names, and which key names say the model without one being named
+(plain and timm-SE ResNets: the depth shows in the blocks per stage). ``auto`` picks the first
+entry (in :data:`FORMATS` order) whose detector accepts the key names; a new format is one more
+:func:`register` call.
 
-    torchvision  resnet18..152: emca-vis's own layout (also timm's plain resnet*, and state dicts
-                 saved from emca-vis models); keys are used as they are
+    torchvision  resnet18..152: emca-vis's own layout (also timm's plain resnet*, and state
+                 dicts saved from emca-vis models); keys are used as they are
     timm         resnet{18,34,50,101,152} and seresnet{18,...,152}; SE's 1x1 convs become linears
 """
 
@@ -41,13 +43,16 @@ class Format:
             options it needs)``; raises :class:`FormatError` saying why it cannot.
         model_name: the project's model name -> emca-vis's (``"seresnet50"`` -> ``"resnet50_se"``);
             :class:`FormatError` for names it refuses; names it does not know pass through.
+        infer_model: the emca-vis model name of a converted state dict when its key names leave
+            no doubt (then a file needs no MODEL), else ``None``.
     """
 
     name: str
     summary: str
     detect: Callable[[Collection[str]], bool] | None
-    convert: Callable[[StateDict, str], tuple[StateDict, dict]]
+    convert: Callable[[StateDict, str | None], tuple[StateDict, dict]]
     model_name: Callable[[str], str] = field(default=lambda name: name)
+    infer_model: Callable[[Collection[str]], str | None] = field(default=lambda keys: None)
 
 
 FORMATS: dict[str, Format] = {}
@@ -95,14 +100,37 @@ def _is_resnet(keys: Collection[str]) -> bool:
     return "conv1.weight" in keys and "layer1.0.conv1.weight" in keys
 
 
+def infer_depth(keys: Collection[str]) -> int | None:
+    """The ResNet depth of emca-vis-named keys: blocks per stage and block type, or ``None``."""
+    blocks = tuple(len({m.group(1) for k in keys if (m := re.match(rf"layer{stage}\.(\d+)\.", k))})
+                   for stage in range(1, 5))
+    bottleneck = "layer1.0.conv3.weight" in keys
+    return next((depth for depth, (block, layers) in DEPTHS.items()
+                 if layers == blocks and (block.expansion == 4) == bottleneck), None)
+
+
+def _plain_or_se(keys: Collection[str]) -> str | None:
+    """``resnet{d}`` without attention keys; ``resnet{d}_se`` with SE in every block (timm's layout)."""
+    depth = infer_depth(keys)
+    attention = {k.split(".attn.")[1] for k in keys if ".attn." in k}
+    if depth is None or (attention and attention != {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}):
+        return None
+    blocks = {k.split(".attn.")[0] for k in keys if ".attn." in k}
+    every = {k.rsplit(".", 2)[0] for k in keys if re.match(r"layer\d+\.\d+\.conv1\.weight$", k)}
+    if attention and blocks != every:
+        return None
+    return f"resnet{depth}_se" if attention else f"resnet{depth}"
+
+
 # --- torchvision (and emca-vis's own layout) -------------------------------------------------
 
-def _same(state_dict: StateDict, model: str) -> tuple[StateDict, dict]:
+def _same(state_dict: StateDict, model: str | None) -> tuple[StateDict, dict]:
     return dict(state_dict), {}
 
 
 register(Format("torchvision", "torchvision resnet18..152 (emca-vis's own key names; timm's plain resnet* too)",
-                detect=_is_resnet, convert=_same))
+                detect=_is_resnet, convert=_same,
+                infer_model=lambda keys: None if any(".attn." in k for k in keys) else _plain_or_se(keys)))
 
 
 # --- timm ------------------------------------------------------------------------------------
@@ -146,7 +174,7 @@ def _timm_refusal(keys: Collection[str]) -> str | None:
     return None
 
 
-def _timm_convert(state_dict: StateDict, model: str) -> tuple[StateDict, dict]:
+def _timm_convert(state_dict: StateDict, model: str | None) -> tuple[StateDict, dict]:
     why = _timm_refusal(state_dict.keys())
     if why:
         raise FormatError(f"timm weights with {why}")
@@ -175,6 +203,11 @@ def _timm_se_options(state_dict: StateDict) -> dict:
     return {}
 
 
-register(Format("timm", "timm resnet{18,34,50,101,152} and seresnet{18,...,152} (deep-stem *c/*d/*s/*t refused)",
-                detect=lambda keys: "layer1.0.conv1.weight" in keys and ("conv1.0.weight" in keys or any(".se." in k for k in keys)),
-                convert=_timm_convert, model_name=timm_model_name), before="torchvision")
+def _timm_detect(keys: Collection[str]) -> bool:
+    """timm's own marks on a ResNet: SE modules named ``se``, or a deep stem (refused, with the reason)."""
+    return "layer1.0.conv1.weight" in keys and ("conv1.0.weight" in keys or any(".se." in k for k in keys))
+
+
+register(Format("timm", "timm resnet{18,...,152} and seresnet{18,...,152} (deep-stem *c/*d/*s/*t refused)",
+                detect=_timm_detect, convert=_timm_convert, model_name=timm_model_name, infer_model=_plain_or_se),
+         before="torchvision")

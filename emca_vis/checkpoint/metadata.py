@@ -6,7 +6,7 @@ Required: ``model`` (a registered name) and ``num_classes``. Optional, with defa
 | field | default | checked |
 |---|---|---|
 | ``model_kwargs`` | ``{}`` (``create_model``'s defaults) | known options of ``create_model``, their values |
-| ``class_names`` | ImageNet's names at 1000 classes, else ``"0"``, ``"1"``, ... | exactly ``num_classes`` names of 1-256 characters |
+| ``class_names`` | ImageNet's at 1000 classes, else ``"0"``, ``"1"``, ... | ``num_classes`` names, 1-256 characters |
 | ``input_size`` | 224 | 8-2048 px |
 | ``resize`` | ``round(input_size * 256 / 224)`` (256 at 224, torchvision's ratio) | ``input_size``-4096 px |
 | ``mean``, ``std`` | ImageNet's | 3 finite numbers; ``std`` in [1e-6, 1e3] |

@@ -1,10 +1,12 @@
-"""How every tool names a checkpoint: ``PATH`` or ``MODEL[:ema][:FORMAT]=PATH``.
+"""How every tool names a checkpoint: ``PATH`` or ``[MODEL][:ema][:FORMAT]=PATH``.
 
     runs/emca.safetensors                  an emca-vis checkpoint (it describes itself)
+    r50.pth                                a foreign file whose key names say its model (plain, timm SE)
     resnet50=r50.pth                       a foreign file holding a torchvision/timm ResNet-50
     resnet50_se:timm=seresnet50.pth        the format named instead of detected from key names
     resnet50:ema=train/last.pth            the EMA weights of a training checkpoint
     seresnet50:ema:timm=model_best.pth.tar a peer's model name, where its format maps it
+    :ema=train/last.pth                    the EMA weights, the model read from the key names
 
 The part before the first ``=`` is a spec head only when it reads as one (a name of letters,
 digits and ``_``, then ``:ema`` and/or ``:FORMAT``); anything else is a plain path.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-_HEAD = re.compile(r"(?P<model>[a-z][a-z0-9_]*)(?P<tags>(?::[a-z][a-z0-9_-]*)*)", re.IGNORECASE)
+_HEAD = re.compile(r"(?P<model>[a-z][a-z0-9_]*)?(?P<tags>(?::[a-z][a-z0-9_-]*)*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def parse_spec(text: str | os.PathLike | CheckpointSpec) -> CheckpointSpec:
         return CheckpointSpec(Path(text))
     head, sep, path = text.partition("=")
     match = _HEAD.fullmatch(head) if sep else None
-    if match is None:
+    if match is None or not head:
         return CheckpointSpec(Path(text))
     if not path:
         raise UserError(f"{text}: no file after '='")
@@ -62,4 +64,4 @@ def parse_spec(text: str | os.PathLike | CheckpointSpec) -> CheckpointSpec:
         else:
             raise UserError(f"{text}: unknown or repeated tag {tag!r}; after MODEL come ':ema' and one "
                             f"format of {', '.join(['auto', *FORMATS])}")
-    return CheckpointSpec(Path(path), match["model"], ema, fmt)
+    return CheckpointSpec(Path(path), match["model"] or None, ema, fmt)
