@@ -1,6 +1,7 @@
 """Foreign checkpoints: peer models saved the way their projects save them load with equal logits;
 every container and prefix; refusals are one line; minimal metadata works in every tool."""
 
+import inspect
 import json
 import pickle
 import zipfile
@@ -92,11 +93,17 @@ def test_timm_seresnet50_maps_to_resnet50_se(tmp_path):
 
 
 def test_timm_seresnet18_se_widths(tmp_path):
-    """timm rounds seresnet18's first-stage SE width 64/16 = 4 up to 8."""
+    """timm rounds seresnet18's first-stage SE width 64/16 = 4 up to 8: the se_divisor model
+    option reproduces it where the models have it; otherwise the file is refused saying so."""
     peer = randomise_batchnorm(timm.create_model("seresnet18", num_classes=5))
     torch.save(peer.state_dict(), tmp_path / "se18.pth")
-    with pytest.raises(CheckpointError, match=r"timm SE width 8 for 64 channels \(layer1.0.attn.fc1.weight\)"):
-        load_checkpoint(f"seresnet18={tmp_path / 'se18.pth'}")
+    if "se_divisor" not in inspect.signature(create_model).parameters:
+        with pytest.raises(CheckpointError, match=r"timm SE width 8 for 64 channels \(layer1.0.attn.fc1.weight\)"):
+            load_checkpoint(f"seresnet18={tmp_path / 'se18.pth'}")
+        return
+    ours, meta = load_checkpoint(f"seresnet18={tmp_path / 'se18.pth'}")
+    assert meta["model_kwargs"]["se_divisor"] == 8 and ours.layer1[0].attn.fc1.weight.shape == (8, 64)
+    assert max_diff(peer, ours, 32) <= 1e-4 and max_diff(peer, ours, 32, torch.float64) <= 1e-5
 
 
 # --- containers and prefixes -----------------------------------------------------------------

@@ -14,6 +14,7 @@ entry (in :data:`FORMATS` order) whose detector accepts the key names; a new for
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UserError
-from ..models.registry import DEPTHS
+from ..models.registry import DEPTHS, create_model
 
 StateDict = dict[str, torch.Tensor]
 
@@ -189,14 +190,17 @@ def _timm_convert(state_dict: StateDict, model: str | None) -> tuple[StateDict, 
 
 
 def _timm_se_options(state_dict: StateDict) -> dict:
-    """timm rounds SE widths to a multiple of 8 (``make_divisible(C / 16, 8)``); emca-vis's SE
-    uses ``max(C // 16, 4)``. They differ only at 64 channels (seresnet18/34's first stage)."""
-    from ..models.attention import _hidden
-
+    """timm rounds SE widths to a multiple of 8 (``make_divisible(C / 16, 8)``), emca-vis's SE by
+    default not (``max(C // 16, 4)``); they differ only at 64 channels (seresnet18/34's first
+    stage). The ``se_divisor`` model option reproduces timm's rounding where this version has it."""
+    if not any(k.endswith(".attn.fc1.weight") for k in state_dict):
+        return {}
+    if "se_divisor" in inspect.signature(create_model).parameters:
+        return {"se_divisor": 8}
     for key, value in state_dict.items():
         if key.endswith(".attn.fc1.weight"):
             hidden, channels = value.shape
-            if hidden != _hidden(channels, 16):
+            if hidden != max(channels // 16, 4):
                 raise FormatError(f"timm SE width {hidden} for {channels} channels ({key}) is timm's rounding "
                                   "to a multiple of 8 (seresnet18/34), which this emca-vis version does not "
                                   "build; seresnet50 and deeper map exactly")
