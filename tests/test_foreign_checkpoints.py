@@ -356,3 +356,23 @@ def test_minimal_metadata_and_foreign_spec_through_robustness(minimal, tmp_path)
                           "--n", "3", "--batch-size", "3", "--corruptions", "contrast", "--severities", "1",
                           "--out", str(out)]) == 0
     assert json.loads(out.read_text())["models"]["resnet18"]["checkpoint"] == spec
+
+
+def test_imagenet_synset_folders_are_imagenet_names(tmp_path):
+    from emca_vis.checkpoint.classes import same_classes
+    from emca_vis.robustness.evaluate import main
+
+    synsets = [f"n{i:08d}" for i in range(1000)]
+    names = list(imagenet_classes())
+    assert same_classes(synsets, names) and same_classes(["a", "b"], ["a", "b"])
+    assert not same_classes(synsets[::-1], names) and not same_classes(synsets, [str(i) for i in range(1000)])
+    val = tmp_path / "imagenet" / "val"
+    for i, synset in enumerate(synsets):
+        (val / synset).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (i % 256, 0, 0)).save(val / synset / "x.png")
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
+    out = tmp_path / "r.json"
+    assert run_cli(main, ["--checkpoint", str(tmp_path / "r18.pth"), "--data", f"imagenet:{tmp_path / 'imagenet'}",
+                          "--split", "val", "--n", "2", "--batch-size", "2", "--corruptions", "contrast",
+                          "--severities", "1", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["models"]["resnet18"]["n"] == 2

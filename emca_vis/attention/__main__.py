@@ -16,6 +16,7 @@ import sys
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from ..checkpoint.classes import same_classes
 from ..data import build_dataset
 from ..errors import UserError, run_cli
 from ..images import load_image
@@ -93,7 +94,7 @@ def _on_images(loaded: LoadedModel, images) -> dict:
 
 def _on_dataset(loaded: LoadedModel, spec: str, args) -> dict:
     dataset, info = build_dataset(spec, args.split, image_size=loaded.input_size, train=False)
-    if list(info.class_names) != loaded.class_names:
+    if not same_classes(info.class_names, loaded.class_names):
         raise UserError(f"{loaded.path}: its classes differ from those of {spec}")
     subset = Subset(dataset, range(min(args.n, len(dataset))))
     loader = DataLoader(subset, batch_size=args.batch_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 
 from ..errors import UserError
@@ -36,3 +37,17 @@ def read_classes(path: str | os.PathLike) -> list[str]:
     if not names:
         raise UserError(f"{path}: holds no class names")
     return names
+
+
+def _imagenet_synsets(names: Sequence[str]) -> bool:
+    return (len(names) == IMAGENET_CLASSES and list(names) == sorted(names)
+            and all(len(n) == 9 and n[0] == "n" and n[1:].isdigit() for n in names))
+
+
+def same_classes(data_names: Sequence[str], model_names: Sequence[str]) -> bool:
+    """Whether a dataset's classes are a model's, index for index: equal names, or ImageNet's 1000
+    synset folders (``n01440764``, ... sorted: ImageNet's class order) for a model with ImageNet's
+    names (an imported checkpoint's default, in that same order)."""
+    if list(data_names) == list(model_names):
+        return True
+    return _imagenet_synsets(data_names) and tuple(model_names) == imagenet_classes()

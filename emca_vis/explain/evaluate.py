@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ..checkpoint.classes import same_classes
 from ..data import build_dataset
 from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
@@ -91,11 +92,13 @@ class ClassMismatch(UserError):
 def evaluation_set(loaded: LoadedModel, spec: str, split: str, n: int, boxes: str | None):
     """Model inputs ``[n, 3, S, S]``, object masks ``[n, S, S]`` and labels for ``loaded``."""
     dataset, info = build_dataset(spec, split, image_size=loaded.input_size, train=False)
-    unknown = sorted(set(info.class_names) - set(loaded.class_names))
+    # ImageNet's synset folders are the model's ImageNet names, index for index
+    names = loaded.class_names if same_classes(info.class_names, loaded.class_names) else list(info.class_names)
+    unknown = sorted(set(names) - set(loaded.class_names))
     if unknown:
         raise ClassMismatch(f"{loaded.path}: the model has no class {unknown[0]!r} of {spec} "
-                        f"({len(unknown)} of its {len(info.class_names)} classes are unknown to it)")
-    model_index = [loaded.class_names.index(name) for name in info.class_names]  # dataset label -> model class
+                        f"({len(unknown)} of its {len(names)} classes are unknown to it)")
+    model_index = [loaded.class_names.index(name) for name in names]  # dataset label -> model class
     n = min(n, len(dataset))
     if info.kind == "shapes":
         samples = [dataset.sample(i) for i in range(n)]

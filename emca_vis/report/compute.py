@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from .. import __version__
 from ..attention import analyse
 from ..attention.plots import STYLE, scale_weights_figure, scaling_figure, source_share_figure
+from ..checkpoint.classes import same_classes
 from ..data import build_dataset
 from ..errors import UserError
 from ..explain.evaluate import evaluation_set, score_model, write_csv
@@ -207,7 +208,7 @@ def attention_data(models: list[LoadedModel], spec: str, split: str, n: int, bat
     data = {"inputs": f"{spec} {split} (first {n})", "models": {}}
     for m in models:
         dataset, info = build_dataset(spec, split, image_size=m.input_size, train=False)
-        if list(info.class_names) != m.class_names:
+        if not same_classes(info.class_names, m.class_names):
             raise UserError(f"{m.path}: its classes differ from those of {spec}")
         loader = DataLoader(Subset(dataset, range(min(n, len(dataset)))), batch_size=batch_size)
         data["models"][m.label] = analyse(m.model, m.class_names, loader, total=len(loader), desc=m.label)

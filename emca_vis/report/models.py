@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ..checkpoint.classes import same_classes
 from ..data import build_dataset
 from ..errors import UserError
 from ..inputs import LoadedModel
@@ -82,7 +83,7 @@ def clean_accuracy(models: Sequence[LoadedModel], spec: str, split: str, n: int,
     for group in preprocessing.values():
         dataset, info = build_dataset(spec, split, image_size=group[0].input_size, train=False)
         for m in group:
-            if list(info.class_names) != m.class_names:
+            if not same_classes(info.class_names, m.class_names):
                 raise UserError(f"{m.path}: its classes are not those of {spec} (in order)")
         subset = Subset(dataset, range(min(n, len(dataset))))
         counts = {m.label: [0, 0] for m in group}

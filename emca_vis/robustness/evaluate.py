@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..checkpoint.classes import same_classes
 from ..data import build_dataset, eval_pixels
 from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
@@ -206,12 +207,12 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
     """Score ``models`` (one preprocessing) on every cell not in ``done``; returns the models scored
     (a model whose classes are not the dataset's is reported and left out)."""
     dataset, info = build_dataset(args.data, args.split, image_size=models[0].input_size, train=False)
-    for m in [m for m in models if list(info.class_names) != m.class_names]:
+    for m in [m for m in models if not same_classes(info.class_names, m.class_names)]:
         message = f"{m.path}: its classes are not those of {args.data} (in order); refusing to score it"
         print(f"error: {message}", file=sys.stderr)
         if failures is not None:
             failures.append(message)
-    models = [m for m in models if list(info.class_names) == m.class_names]
+    models = [m for m in models if same_classes(info.class_names, m.class_names)]
     if not models:
         return []
     first = models[0]
@@ -226,7 +227,7 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
             continue
         source = dataset
         if args.c_data and corruption != "clean":
-            source = cdata.load(args.c_data, corruption, severity, dataset.transform, first.class_names)
+            source = cdata.load(args.c_data, corruption, severity, dataset.transform, list(info.class_names))
         # Whole batches go to ranks in turn and keep their global index (the corruption seed),
         # so any number of processes sees exactly the images and noise of a single process.
         n = min(args.n, len(source))
