@@ -376,3 +376,14 @@ def test_imagenet_synset_folders_are_imagenet_names(tmp_path):
                           "--split", "val", "--n", "2", "--batch-size", "2", "--corruptions", "contrast",
                           "--severities", "1", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["models"]["resnet18"]["n"] == 2
+
+
+def test_app_lists_and_loads_foreign_files(tmp_path):
+    from emca_vis import interactive as iv
+
+    torch.save({"model": torchvision.models.resnet18().state_dict(), "epoch": 1}, tmp_path / "tv18.pth")
+    save_file(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "hub.safetensors")
+    assert list(iv.checkpoint_options(tmp_path)) == ["hub", "tv18"]
+    loaded = iv.load_model(tmp_path / "tv18.pth")
+    assert loaded.label == "resnet18" and loaded.class_names[:2] == ["tench", "goldfish"]
+    assert iv.load_model(tmp_path / "hub.safetensors").class_names == ["0", "1", "2"]

@@ -248,12 +248,12 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, tor
 def _load_foreign(path: Path, model: str | None, fmt: str, ema: bool, model_kwargs: dict) -> tuple[dict, dict]:
     state_dict = read_state_dict(path, ema)
     try:
-        found = detect_format(state_dict.keys()) if fmt == "auto" else get_format(fmt)
+        found = detect_format(state_dict) if fmt == "auto" else get_format(fmt)
         name = found.model_name(model) if model is not None else None
         state_dict, options = found.convert(state_dict, name)
     except FormatError as error:
         raise CheckpointError(f"{path}: {error}") from None
-    name = name or found.infer_model(state_dict.keys())
+    name = name or found.infer_model(state_dict)
     if name is None:
         raise CheckpointError(f"{path}: its key names do not say the architecture; name it as MODEL=PATH "
                               f"(e.g. resnet50_eca={path}; model='resnet50_eca' in Python)")

@@ -38,22 +38,22 @@ class Format:
     Args:
         name: the ``--format`` word.
         summary: what it covers, one line (``--help``, README).
-        detect: ``True`` when a state dict's key names are unmistakably this format's;
-            ``None``: chosen only when named.
+        detect: ``True`` when a state dict (as read; key names, shapes) is unmistakably this
+            format's; ``None``: chosen only when named.
         convert: ``(state_dict, emca-vis model name) -> (state dict in emca-vis keys, create_model
             options it needs)``; raises :class:`FormatError` saying why it cannot.
         model_name: the project's model name -> emca-vis's (``"seresnet50"`` -> ``"resnet50_se"``);
             :class:`FormatError` for names it refuses; names it does not know pass through.
-        infer_model: the emca-vis model name of a converted state dict when its key names leave
-            no doubt (then a file needs no MODEL), else ``None``.
+        infer_model: the emca-vis model name of a converted state dict when it leaves no doubt
+            (then a file needs no MODEL), else ``None``.
     """
 
     name: str
     summary: str
-    detect: Callable[[Collection[str]], bool] | None
+    detect: Callable[[StateDict], bool] | None
     convert: Callable[[StateDict, str | None], tuple[StateDict, dict]]
     model_name: Callable[[str], str] = field(default=lambda name: name)
-    infer_model: Callable[[Collection[str]], str | None] = field(default=lambda keys: None)
+    infer_model: Callable[[StateDict], str | None] = field(default=lambda state_dict: None)
 
 
 FORMATS: dict[str, Format] = {}
@@ -71,12 +71,12 @@ def register(fmt: Format, before: str | None = None) -> Format:
     return fmt
 
 
-def detect_format(keys: Collection[str]) -> Format:
-    """The first format whose detector accepts these key names."""
+def detect_format(state_dict: StateDict) -> Format:
+    """The first format whose detector accepts this state dict."""
     for fmt in FORMATS.values():
-        if fmt.detect is not None and fmt.detect(keys):
+        if fmt.detect is not None and fmt.detect(state_dict):
             return fmt
-    sample = ", ".join(sorted(keys)[:3])
+    sample = ", ".join(sorted(state_dict)[:3])
     raise FormatError(f"key names of no known format (first: {sample}); name one of {', '.join(FORMATS)} "
                       "with MODEL:FORMAT=PATH (--format)")
 
