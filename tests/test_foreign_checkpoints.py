@@ -193,6 +193,9 @@ def test_truncated_unknown_and_unnamed_files(tmp_path):
     with pytest.raises(CheckpointError, match="cut.pth: unreadable as a weights-only file") as error:
         load_checkpoint(f"resnet18={tmp_path / 'cut.pth'}")
     one_line(error)
+    (tmp_path / "notes.pth").write_text("not weights")
+    with pytest.raises(CheckpointError, match="notes.pth: neither a safetensors file nor one written by torch.save"):
+        load_checkpoint(f"resnet18={tmp_path / 'notes.pth'}")
     save_file({"conv1.weight": torch.zeros(2, 2)}, tmp_path / "cut.safetensors")
     (tmp_path / "cut.safetensors").write_bytes((tmp_path / "cut.safetensors").read_bytes()[:-5])
     with pytest.raises(CheckpointError, match="cut.safetensors: (truncated|not a readable safetensors file)"):

@@ -49,8 +49,10 @@ def read_tensors(path: str | os.PathLike, ema: bool = False) -> dict[str, torch.
             return strip_prefixes(load_file(str(path)))
         except (SafetensorError, OSError, ValueError) as error:
             raise UserError(f"{path}: weights cannot be read ({short(error)})") from None
-    with open_regular(path, "checkpoint file"):
-        pass  # the same regular-file check as every reader, before torch opens it
+    with open_regular(path, "checkpoint file") as handle:  # the regular-file check of every reader
+        start = handle.read(4)
+    if not (start.startswith(b"PK\x03\x04") or start[:1] == b"\x80"):  # torch.save's zip, or a legacy pickle
+        raise UserError(f"{path}: neither a safetensors file nor one written by torch.save")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
