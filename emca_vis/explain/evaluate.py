@@ -97,7 +97,7 @@ def evaluation_set(loaded: LoadedModel, spec: str, split: str, n: int, boxes: st
     unknown = sorted(set(names) - set(loaded.class_names))
     if unknown:
         raise ClassMismatch(f"{loaded.path}: the model has no class {unknown[0]!r} of {spec} "
-                        f"({len(unknown)} of its {len(names)} classes are unknown to it)")
+                            f"({len(unknown)} of its {len(names)} classes are unknown to it)")
     model_index = [loaded.class_names.index(name) for name in names]  # dataset label -> model class
     n = min(n, len(dataset))
     if info.kind == "shapes":
