@@ -151,13 +151,13 @@ def _released_reference(model, x):
 
 @pytest.mark.parametrize("depth", [18, 50])
 def test_released_emca_model_structure_and_forward(depth):
-    model = randomise(create_model(f"resnet{depth}_emca_eca_released", num_classes=4, width=0.25), seed=5).eval()
+    model = randomise(create_model(f"resnet{depth}_emca_eca_released", num_classes=4, width=0.125), seed=5).eval()
     assert is_released(f"resnet{depth}_emca_eca_released") and not is_released(f"resnet{depth}_emca_eca")
     for stage in model.stages:
         assert type(stage[0].attn) is ECA and stage[0].attn.gate == "one_plus"
         assert all(type(b.attn) is ReleasedEMCA for b in stage[1:])
     assert model.config == {"name": f"resnet{depth}_emca_eca_released", "num_classes": 4, "stem": "imagenet",
-                            "width": 0.25, "eca_kernels": None}
+                            "width": 0.125, "eca_kernels": None}
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad(), record_attention(model) as records:
         out = model(x)
@@ -353,4 +353,4 @@ def test_detection_is_unambiguous():
     assert detect_official(_torchvision_keys(18)) is None
     assert set(OFFICIAL_FORMATS) == {"eca-net", "cbam", "srm", "emca-authors"}
     assert infer_depth(_torchvision_keys(34)) == 34 and infer_depth({"conv1.weight": torch.zeros(1)}) is None
-    assert len(_blocks(_torchvision_keys(101))) == 33
+    assert len(_blocks(_torchvision_keys(34))) == 16
