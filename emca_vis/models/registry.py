@@ -26,8 +26,9 @@ DEPTHS = {
 PLACEMENTS = ("all", "first", "last")
 RELEASED_BASES = ("eca",)  # the released code's EMCA bases with a variant here
 _NAME = re.compile(r"resnet(\d+)(?:_(emca_)?([a-z0-9]+?)(_released)?)?")
-# Options that belong to one attention type, and the bases they apply to.
-_ATTENTION_OPTIONS = {"eca_kernels": ("eca",), "srm_std": ("srm",), "cbam_spatial": ("cbam",), "se_divisor": ("se",)}
+# Options that belong to one attention type: the bases they apply to, and their defaults.
+_ATTENTION_OPTIONS = {"eca_kernels": (("eca",), None), "srm_std": (("srm",), "biased"),
+                      "cbam_spatial": (("cbam",), "paper"), "se_divisor": (("se",), None)}
 
 
 class UnknownModelError(ValueError):
@@ -84,6 +85,26 @@ def _check_choice(option: str, value, choices) -> None:
         raise ValueError(f"{option}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
 
 
+def _attention_options(name: str, attn: str | None, **options) -> list[int] | None:
+    """Check the attention-specific options of ``create_model``; returns ``eca_kernels`` as a list."""
+    for option, (bases, default) in _ATTENTION_OPTIONS.items():
+        if attn not in bases and options[option] != default:
+            raise ValueError(f"{option} applies to {'/'.join(b.upper() for b in bases)} models, not {name}")
+    _check_choice("srm_std", options["srm_std"], SRM_STDS)
+    _check_choice("cbam_spatial", options["cbam_spatial"], CBAM_SPATIALS)
+    divisor = options["se_divisor"]
+    if divisor is not None and (isinstance(divisor, bool) or not isinstance(divisor, int) or not 1 <= divisor <= 64):
+        raise ValueError(f"se_divisor={divisor!r} is not valid; give an integer from 1 to 64")
+    kernels = options["eca_kernels"]
+    if kernels is None:
+        return None
+    kernels = list(kernels)
+    if len(kernels) != 4 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2
+                                    for k in kernels):
+        raise ValueError(f"eca_kernels={kernels!r} is not valid; give four positive odd integers, one per stage")
+    return kernels
+
+
 def create_model(name: str, num_classes: int = 1000, *, placement: str | None = None, emca_stages=1,
                  emca_blocks="all", stem: str = "imagenet", width: float = 1.0, gate: str = "mul",
                  eca_kernels=None, srm_std: str = "biased", cbam_spatial: str = "paper",
@@ -112,23 +133,8 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
     depth, attn, is_emca = parse_model_name(name)
     released = is_released(name)
     block, layers = DEPTHS[depth]
-    options = {"eca_kernels": eca_kernels, "srm_std": srm_std, "cbam_spatial": cbam_spatial,
-               "se_divisor": se_divisor}
-    defaults = {"eca_kernels": None, "srm_std": "biased", "cbam_spatial": "paper", "se_divisor": None}
-    for option, bases in _ATTENTION_OPTIONS.items():
-        if attn not in bases and options[option] != defaults[option]:
-            raise ValueError(f"{option} applies to {'/'.join(b.upper() for b in bases)} models, not {name}")
-    _check_choice("srm_std", srm_std, SRM_STDS)
-    _check_choice("cbam_spatial", cbam_spatial, CBAM_SPATIALS)
-    if se_divisor is not None and (isinstance(se_divisor, bool) or not isinstance(se_divisor, int)
-                                   or not 1 <= se_divisor <= 64):
-        raise ValueError(f"se_divisor={se_divisor!r} is not valid; give an integer from 1 to 64")
-    if eca_kernels is not None:
-        eca_kernels = list(eca_kernels)
-        if len(eca_kernels) != 4 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2
-                                            for k in eca_kernels):
-            raise ValueError(f"eca_kernels={eca_kernels!r} is not valid; give four positive odd integers, "
-                             "one per stage")
+    eca_kernels = _attention_options(name, attn, eca_kernels=eca_kernels, srm_std=srm_std,
+                                     cbam_spatial=cbam_spatial, se_divisor=se_divisor)
     if released and (placement is not None or emca_stages != 1 or emca_blocks != "all" or gate != "mul"):
         raise ValueError(f"{name} has the released code's fixed structure; placement, emca_stages, "
                          "emca_blocks and gate do not apply")
@@ -142,7 +148,7 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
         return widths[0] if key[0] == 0 else widths[key[0] - 1] * block.expansion
 
     sources = {}
-    module_options = {"eca": {}, "srm": {"std": srm_std}, "cbam": {"spatial": cbam_spatial},
+    module_options = {"srm": {"std": srm_std}, "cbam": {"spatial": cbam_spatial},
                       "se": {"divisor": se_divisor}}.get(attn, {})
 
     def attention(channels: int, stage: int, index: int, blocks: int) -> ChannelAttention | None:
@@ -176,8 +182,8 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
     if not released:
         config["gate"] = gate
     # The options of this model's attention type, so metadata records what was built.
-    config |= {option: options[option] if option != "eca_kernels" else eca_kernels
-               for option, bases in _ATTENTION_OPTIONS.items() if attn in bases}
+    options = {"eca_kernels": eca_kernels, "srm_std": srm_std, "cbam_spatial": cbam_spatial, "se_divisor": se_divisor}
+    config |= {option: options[option] for option, (bases, _) in _ATTENTION_OPTIONS.items() if attn in bases}
     model.config = config
     return model
 
