@@ -358,3 +358,14 @@ def test_detection_is_unambiguous():
     assert set(OFFICIAL_FORMATS) == {"eca-net", "cbam", "srm", "emca-authors"}
     assert infer_depth(_torchvision_keys(34)) == 34 and infer_depth({"conv1.weight": torch.zeros(1)}) is None
     assert len(_blocks(_torchvision_keys(34))) == 16
+
+
+def test_report_names_the_released_model_and_leaves_it_out_of_the_ablations():
+    from emca_vis.report.ablation import setting
+    from emca_vis.report.models import architecture
+
+    row = architecture({"model": "resnet50_emca_eca_released", "model_kwargs": {"stem": "imagenet", "width": 1.0}})
+    assert row["kind"] == "EMCA-ECA (released code)" and row["emca"]
+    assert setting(row, "sources") is None and setting(row, "placement") is None
+    assert architecture({"model": "resnet50_emca_eca", "model_kwargs": {"emca_stages": 1, "emca_blocks": "all",
+                                                                       "placement": "first"}})["kind"] == "EMCA-ECA"
