@@ -37,7 +37,7 @@ def test_round_trip_is_bitwise_with_all_metadata(tiny):
     assert not loaded.training
     assert meta["model"] == "resnet18_emca_srm"
     assert meta["model_kwargs"] == {"placement": "first", "emca_stages": 1, "emca_blocks": "all", "stem": "cifar",
-                                    "width": 0.125, "gate": "one_plus"}
+                                    "width": 0.125, "gate": "one_plus", "srm_std": "biased"}
     assert meta["class_names"] == ["cat", "dog", "owl"] and meta["num_classes"] == 3
     assert (meta["input_size"], meta["mean"], meta["std"]) == (64, [0.5] * 3, [0.25] * 3)
     assert (meta["dataset"], meta["metrics"], meta["train_args"]) == ("shapes", {"val_top1": 93.5}, {"epochs": 3})

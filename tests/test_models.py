@@ -35,12 +35,12 @@ def randomise(model, seed=0):
     return model
 
 
-def test_forty_registered_names():
+def test_forty_five_registered_names():
     names = list_models()
-    assert len(names) == 40 == len(set(names))
+    assert len(names) == 45 == len(set(names))  # 8 per depth, and the released EMCA-ECA model
     for depth in (18, 34, 50, 101, 152):
         assert f"resnet{depth}" in names
-        for attn in ("se", "eca", "srm", "cbam", "emca_se", "emca_eca", "emca_srm"):
+        for attn in ("se", "eca", "srm", "cbam", "emca_se", "emca_eca", "emca_srm", "emca_eca_released"):
             assert f"resnet{depth}_{attn}" in names
 
 
@@ -216,7 +216,7 @@ def test_bf16_autocast_and_channels_last(attn):
     torch.testing.assert_close(last, reference, rtol=1e-4, atol=1e-4)
 
 
-def test_one_plus_gate_matches_released_code_formula():
+def test_one_plus_gate_formula():
     model = randomise(create_model("resnet18_emca_eca", num_classes=5, width=0.25, gate="one_plus")).eval()
     attn = model.layer1[0].attn
     x = torch.randn(2, attn.channels, 8, 8)

@@ -24,7 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
 from ..models import UnknownModelError, create_model, parse_model_name
-from ..models.attention import GATES
+from ..models.attention import CBAM_SPATIALS, GATES, SRM_STDS
 from ..models.registry import PLACEMENTS
 from ..validation import FreeJson, Name, Text, first_problem
 from .classes import IMAGENET_CLASSES, imagenet_classes
@@ -57,6 +57,11 @@ class ModelOptions(BaseModel):
     stem: Literal["imagenet", "cifar"] = "imagenet"
     width: float = Field(1.0, gt=0, le=MAX_WIDTH, allow_inf_nan=False, strict=True)
     gate: Literal[GATES] = "mul"
+    eca_kernels: list[Annotated[int, Field(ge=1, le=255, strict=True)]] | None = Field(None, min_length=4,
+                                                                                      max_length=4)
+    srm_std: Literal[SRM_STDS] = "biased"
+    cbam_spatial: Literal[CBAM_SPATIALS] = "paper"
+    se_divisor: Annotated[int, Field(ge=1, le=64, strict=True)] | None = None
 
     @model_validator(mode="after")
     def _known(self) -> ModelOptions:

@@ -1,4 +1,5 @@
-"""Model zoo: plain ResNets, SE/ECA/SRM/CBAM baselines and EMCA, in torchvision's layout."""
+"""Model zoo: plain ResNets, SE/ECA/SRM/CBAM baselines, EMCA and the EMCA authors' released model,
+in torchvision's layout."""
 
 from .attention import ATTENTIONS, EMCA_BASES, AttentionRecord, ChannelAttention
 from .recording import record_attention
@@ -7,6 +8,7 @@ from .registry import (
     UnknownModelError,
     attention_modules,
     create_model,
+    is_released,
     list_models,
     load_backbone,
     parse_model_name,
@@ -15,5 +17,6 @@ from .resnet import ResNet
 
 __all__ = [
     "ATTENTIONS", "EMCA_BASES", "DEPTHS", "AttentionRecord", "ChannelAttention", "ResNet", "UnknownModelError",
-    "attention_modules", "create_model", "list_models", "load_backbone", "parse_model_name", "record_attention",
+    "attention_modules", "create_model", "is_released", "list_models", "load_backbone", "parse_model_name",
+    "record_attention",
 ]

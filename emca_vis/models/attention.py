@@ -1,4 +1,5 @@
-"""Channel attention modules (SE, ECA, SRM, CBAM) and EMCA's multi-scale aggregation.
+"""Channel attention modules (SE, ECA, SRM, CBAM), EMCA's multi-scale aggregation and the
+module of the EMCA authors' released code (:class:`ReleasedEMCA`).
 
 Every module follows the same recipe, written once in :class:`ChannelAttention`::
 
@@ -49,8 +50,9 @@ class ChannelAttention(nn.Module):
         channels: channels ``C0`` of the map the module gates.
         sources: ``(label, channels)`` of each preceding map EMCA aggregates; empty for
             plain attention (R = 1, no aggregation at all).
-        gate: ``"mul"`` (``x * z``, the paper) or ``"one_plus"`` (``x * (1 + z)``, the
-            authors' released code).
+        gate: ``"mul"`` (``x * z``, the paper) or ``"one_plus"`` (``x * (1 + z)``, the gate
+            of the authors' released code; their model differs in more than the gate, see
+            :class:`ReleasedEMCA`).
     """
 
     def __init__(self, channels: int, sources: tuple[tuple[str, int], ...] = (), gate: str = "mul"):
@@ -74,6 +76,10 @@ class ChannelAttention(nn.Module):
             self.register_parameter("scale_weights", None)
         # Set by record_attention(); None means recording is off and costs nothing.
         self.recorder: dict[str, AttentionRecord] | None = None
+        # Set by ResNet when later modules read this block's residual branch (the released
+        # EMCA's sources): the last forward's ``pool(x)`` is then left in ``pooled``.
+        self.keep_pooled = False
+        self.pooled: Tensor | None = None
         self.record_name = ""
         self.stage = 0
         self.block = 0
@@ -101,6 +107,8 @@ class ChannelAttention(nn.Module):
         ``context`` holds ``pool(m)`` of each preceding map ``m`` (EMCA), in source order.
         """
         s = self.pool(x)
+        if self.keep_pooled:
+            self.pooled = s
         stacked = None
         if self.scale_weights is not None:
             if len(context) != len(self.source_labels) - 1:
@@ -151,17 +159,26 @@ def multiply(x: Tensor, z: Tensor, inplace: bool) -> Tensor:
     return x * z
 
 
-def _hidden(channels: int, reduction: int) -> int:
-    return max(channels // reduction, 4)
+def _hidden(channels: int, reduction: int, divisor: int | None = None) -> int:
+    """Hidden width of an SE-style MLP: ``C / r``, at least 4; or, with ``divisor``, rounded
+    to the nearest multiple of it and at least ``divisor`` (timm's ``make_divisible``, which
+    gives its SE-ResNet-18/34 8 hidden units where ``C / 16`` is 4)."""
+    if divisor is None:
+        return max(channels // reduction, 4)
+    return max(divisor, int(channels / reduction + divisor / 2) // divisor * divisor)
 
 
 class SE(ChannelAttention):
-    """Squeeze-and-Excitation: GAP -> FC(C/16) -> ReLU -> FC(C) -> sigmoid."""
+    """Squeeze-and-Excitation: GAP -> FC(C/16) -> ReLU -> FC(C) -> sigmoid.
 
-    def __init__(self, channels: int, reduction: int = 16, **kwargs):
+    ``divisor``: round the hidden width as timm does (8 for timm's ``seresnet*``).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, divisor: int | None = None, **kwargs):
         super().__init__(channels, **kwargs)
-        self.fc1 = nn.Linear(channels, _hidden(channels, reduction))
-        self.fc2 = nn.Linear(_hidden(channels, reduction), channels)
+        hidden = _hidden(channels, reduction, divisor)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
 
     def excite(self, s: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(s)))
@@ -173,50 +190,93 @@ def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     return k if k % 2 else k + 1
 
 
-class ECA(ChannelAttention):
-    """Efficient Channel Attention: GAP -> conv1d over channels (adaptive k) -> sigmoid."""
+def _channel_conv(k: int) -> nn.Conv1d:
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"ECA kernel size must be a positive odd number, got {k}")
+    return nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)
 
-    def __init__(self, channels: int, **kwargs):
+
+class ECA(ChannelAttention):
+    """Efficient Channel Attention: GAP -> conv1d over channels -> sigmoid.
+
+    ``kernel_size``: the conv's k; default the adaptive formula of :func:`eca_kernel_size`.
+    (ECA-Net's released ResNets fix k per stage instead, e.g. 3, 5, 5, 7 for ResNet-50.)
+    """
+
+    def __init__(self, channels: int, kernel_size: int | None = None, **kwargs):
         super().__init__(channels, **kwargs)
-        k = eca_kernel_size(channels)
-        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=k // 2, bias=False)
+        self.conv = _channel_conv(kernel_size or eca_kernel_size(channels))
 
     def excite(self, s: Tensor) -> Tensor:
         return self.conv(s[:, None, :])[:, 0, :]
 
 
-class SRM(ChannelAttention):
-    """Style-based Recalibration: (mean, std) pooling -> channel-wise FC -> BN -> sigmoid."""
+SRM_STDS = ("biased", "unbiased")
 
-    def __init__(self, channels: int, **kwargs):
+
+def style_pool(x: Tensor, std: str = "biased") -> Tensor:
+    """SRM's style pooling ``[N, C, 2]``: per-channel mean and ``sqrt(var + 1e-5)``.
+
+    ``std="biased"`` divides the variance by ``H*W`` (the SRM paper's formula);
+    ``"unbiased"`` by ``H*W - 1`` (``Tensor.var``, what the official SRM code computes;
+    a 1x1 map, where that is 0/0 there, gets the biased variance here).
+    """
+    # Moments accumulated in at least float32 (bf16/fp16 variances lose too much precision), by
+    # reductions that allocate no copy of x: several times faster than torch.var_mean on CPU.
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    n = x.shape[2] * x.shape[3]
+    mean = x.mean((2, 3), dtype=dtype)
+    mean_square = torch.linalg.vector_norm(x, dim=(2, 3), dtype=dtype).square() / n
+    var = (mean_square - mean.square()).clamp_min(0)
+    if std == "unbiased" and n > 1:
+        var = var * (n / (n - 1))
+    return torch.stack([mean, var.add(1e-5).sqrt()], dim=-1).to(x.dtype)
+
+
+class SRM(ChannelAttention):
+    """Style-based Recalibration: (mean, std) pooling -> channel-wise FC -> BN -> sigmoid.
+
+    ``std``: ``"biased"`` or ``"unbiased"`` variance in the pooling (:func:`style_pool`).
+    """
+
+    def __init__(self, channels: int, std: str = "biased", **kwargs):
         super().__init__(channels, **kwargs)
+        if std not in SRM_STDS:
+            raise ValueError(f"unknown SRM std {std!r}; choose one of {', '.join(SRM_STDS)}")
+        self.std = std
         self.cfc = nn.Parameter(torch.zeros(channels, 2))
         self.bn = nn.BatchNorm1d(channels)
 
-    @staticmethod
-    def pool(x: Tensor) -> Tensor:
-        # Moments accumulated in float32 (bf16/fp16 variances lose too much precision), by
-        # reductions that allocate no copy of x: several times faster than torch.var_mean on CPU.
-        mean = x.mean((2, 3), dtype=torch.float32)
-        mean_square = torch.linalg.vector_norm(x, dim=(2, 3), dtype=torch.float32).square() / (x.shape[2] * x.shape[3])
-        std = (mean_square - mean.square()).clamp_min(0).add(1e-5).sqrt()
-        return torch.stack([mean, std], dim=-1).to(x.dtype)
+    def pool(self, x: Tensor) -> Tensor:
+        return style_pool(x, self.std)
 
     def excite(self, s: Tensor) -> Tensor:
         return self.bn((s * self.cfc.to(s.dtype)).sum(-1))
 
 
+CBAM_SPATIALS = ("paper", "official")
+
+
 class CBAM(ChannelAttention):
     """CBAM: channel gate (avg+max pooled, shared MLP), then a 7x7 spatial gate.
 
-    The channel scales ``z`` are what recording reports; the spatial gate follows them.
+    ``spatial``: ``"paper"`` computes the CBAM paper's ``sigmoid(conv([mean, max]))``;
+    ``"official"`` what its authors' code computes, ``sigmoid(BN(conv([max, mean])))``
+    (BatchNorm with momentum 0.01, as there). The channel scales ``z`` are what recording
+    reports; the spatial gate follows them.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7, **kwargs):
+    def __init__(self, channels: int, reduction: int = 16, spatial_kernel: int = 7, spatial: str = "paper",
+                 **kwargs):
         super().__init__(channels, **kwargs)
+        if spatial not in CBAM_SPATIALS:
+            raise ValueError(f"unknown CBAM spatial branch {spatial!r}; choose one of {', '.join(CBAM_SPATIALS)}")
+        self.spatial_branch = spatial
         self.fc1 = nn.Linear(channels, _hidden(channels, reduction))
         self.fc2 = nn.Linear(_hidden(channels, reduction), channels)
         self.spatial = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
+        if spatial == "official":
+            self.spatial_bn = nn.BatchNorm2d(1, momentum=0.01)
 
     @staticmethod
     def pool(x: Tensor) -> Tensor:
@@ -226,10 +286,60 @@ class CBAM(ChannelAttention):
         mlp = self.fc2(F.relu(self.fc1(s.transpose(1, 2))))  # [N, 2, C]
         return mlp.sum(1)
 
+    def spatial_scales(self, x: Tensor) -> Tensor:
+        """The spatial gate ``[N, 1, H, W]`` of the channel-gated map ``x``."""
+        mean, peak = x.mean(1, keepdim=True), x.amax(1, keepdim=True)
+        if self.spatial_branch == "paper":
+            return torch.sigmoid(self.spatial(torch.cat([mean, peak], dim=1)))
+        return torch.sigmoid(self.spatial_bn(self.spatial(torch.cat([peak, mean], dim=1))))
+
     def forward(self, x: Tensor, context=(), inplace: bool = False) -> Tensor:
         x = self.apply_gate(x, self.scales(x, context), inplace)
-        pooled = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], dim=1)
-        return multiply(x, torch.sigmoid(self.spatial(pooled)), inplace)
+        return multiply(x, self.spatial_scales(x), inplace)
+
+
+class ReleasedEMCA(ECA):
+    """The multi-scale module of the EMCA authors' released code (``eca_resnet_multi_scale.py``).
+
+    It is not the paper's module. With ``s = GAP(x)`` of the current residual branch and
+    ``S = [s, align(s_1), ..., align(s_R-1)]`` the descriptors of its sources::
+
+        local  = sigmoid(conv_k(s))                        # the ECA kernel ("conv")
+        global = sigmoid(conv'_k(relu(sum_r w_r * S_r)))   # a second ECA kernel ("global_conv")
+        z      = sigmoid(a * local + b * global)           # the fusion conv (kernel 2, stride 2)
+        out    = x * (1 + z)
+
+    ``scale_weights`` are the ``w_r`` (current map first, as in every EMCA module here;
+    the released code stacks it last) and ``fusion_weights`` are ``(a, b)``. The sources
+    are the stem output and the residual branches (before gate and addition) of the last
+    block of every earlier stage, see ``create_model``'s ``*_emca_eca_released`` models.
+    """
+
+    def __init__(self, channels: int, sources: tuple[tuple[str, int], ...], kernel_size: int | None = None):
+        if not sources:
+            raise ValueError("the released EMCA module aggregates at least one preceding map")
+        super().__init__(channels, kernel_size=kernel_size, sources=sources, gate="one_plus")
+        self.global_conv = _channel_conv(self.conv.kernel_size[0])
+        self.fusion_weights = nn.Parameter(torch.tensor([1.0, 1.0]))
+
+    def scales(self, x: Tensor, context: list[Tensor] | tuple[Tensor, ...] = ()) -> Tensor:
+        if len(context) != len(self.source_labels) - 1:
+            raise ValueError(
+                f"{self.record_name or type(self).__name__} aggregates {len(self.source_labels) - 1} "
+                f"preceding maps but got {len(context)}; run it through the full model's forward"
+            )
+        s = self.pool(x)
+        if self.keep_pooled:
+            self.pooled = s
+        stacked = torch.stack([s] + [self.align(m) for m in context], dim=-1)
+        local = torch.sigmoid(self.conv(s[:, None, :]))
+        aggregated = F.relu(stacked @ self.scale_weights.to(stacked.dtype))
+        wide = torch.sigmoid(self.global_conv(aggregated[:, None, :]))
+        a, b = self.fusion_weights.to(s.dtype)
+        z = torch.sigmoid(a * local + b * wide)[:, 0, :]
+        if self.recorder is not None:
+            self._record(z, stacked)
+        return z
 
 
 ATTENTIONS: dict[str, type[ChannelAttention]] = {"se": SE, "eca": ECA, "srm": SRM, "cbam": CBAM}

@@ -2,16 +2,18 @@
 
 Names are ``resnet{depth}`` (plain, torchvision-identical) and ``resnet{depth}_{attn}``
 with ``attn`` one of :data:`ATTENTIONS` or ``emca_{base}`` for a base in
-:data:`EMCA_BASES`.
+:data:`EMCA_BASES`; ``resnet{depth}_emca_eca_released`` is the model of the EMCA
+authors' released code (:class:`~.attention.ReleasedEMCA`), which is not the paper's.
 """
 
 from __future__ import annotations
 
 import re
+from functools import partial
 
 from torch import nn
 
-from .attention import ATTENTIONS, EMCA_BASES, ChannelAttention
+from .attention import ATTENTIONS, CBAM_SPATIALS, EMCA_BASES, SRM_STDS, ChannelAttention, ReleasedEMCA, style_pool
 from .resnet import BasicBlock, Bottleneck, ResNet, stage_widths
 
 DEPTHS = {
@@ -22,7 +24,11 @@ DEPTHS = {
     152: (Bottleneck, (3, 8, 36, 3)),
 }
 PLACEMENTS = ("all", "first", "last")
-_NAME = re.compile(r"resnet(\d+)(?:_(emca_)?([a-z0-9]+))?")
+RELEASED_BASES = ("eca",)  # the released code's EMCA bases with a variant here
+_NAME = re.compile(r"resnet(\d+)(?:_(emca_)?([a-z0-9]+?)(_released)?)?")
+# Options that belong to one attention type: the bases they apply to, and their defaults.
+_ATTENTION_OPTIONS = {"eca_kernels": (("eca",), None), "srm_std": (("srm",), "biased"),
+                      "cbam_spatial": (("cbam",), "paper"), "se_divisor": (("se",), None)}
 
 
 class UnknownModelError(ValueError):
@@ -31,18 +37,26 @@ class UnknownModelError(ValueError):
 
 def list_models() -> list[str]:
     """Every registered model name."""
-    suffixes = [""] + [f"_{a}" for a in ATTENTIONS] + [f"_emca_{b}" for b in EMCA_BASES]
+    suffixes = ([""] + [f"_{a}" for a in ATTENTIONS] + [f"_emca_{b}" for b in EMCA_BASES]
+                + [f"_emca_{b}_released" for b in RELEASED_BASES])
     return [f"resnet{depth}{suffix}" for depth in DEPTHS for suffix in suffixes]
 
 
 def parse_model_name(name: str) -> tuple[int, str | None, bool]:
-    """``"resnet50_emca_eca"`` -> ``(50, "eca", True)``."""
+    """``"resnet50_emca_eca"`` -> ``(50, "eca", True)``; the released variant parses the same
+    (see :func:`is_released`)."""
     match = _NAME.fullmatch(name)
     if not match or int(match.group(1)) not in DEPTHS or (
         match.group(3) and match.group(3) not in (EMCA_BASES if match.group(2) else ATTENTIONS)
-    ):
+    ) or (match.group(4) and not (match.group(2) and match.group(3) in RELEASED_BASES)):
         raise UnknownModelError(f"unknown model {name!r}; see emca_vis.models.list_models()")
     return int(match.group(1)), match.group(3), bool(match.group(2))
+
+
+def is_released(name: str) -> bool:
+    """Whether ``name`` is a model of the EMCA authors' released code (``*_emca_eca_released``)."""
+    parse_model_name(name)
+    return name.endswith("_released")
 
 
 def source_label(key: tuple[int, int]) -> str:
@@ -71,8 +85,30 @@ def _check_choice(option: str, value, choices) -> None:
         raise ValueError(f"{option}={value!r} is not valid; choose one of {', '.join(map(repr, choices))}")
 
 
+def _attention_options(name: str, attn: str | None, **options) -> list[int] | None:
+    """Check the attention-specific options of ``create_model``; returns ``eca_kernels`` as a list."""
+    for option, (bases, default) in _ATTENTION_OPTIONS.items():
+        if attn not in bases and options[option] != default:
+            raise ValueError(f"{option} applies to {'/'.join(b.upper() for b in bases)} models, not {name}")
+    _check_choice("srm_std", options["srm_std"], SRM_STDS)
+    _check_choice("cbam_spatial", options["cbam_spatial"], CBAM_SPATIALS)
+    divisor = options["se_divisor"]
+    if divisor is not None and (isinstance(divisor, bool) or not isinstance(divisor, int) or not 1 <= divisor <= 64):
+        raise ValueError(f"se_divisor={divisor!r} is not valid; give an integer from 1 to 64")
+    kernels = options["eca_kernels"]
+    if kernels is None:
+        return None
+    kernels = list(kernels)
+    if len(kernels) != 4 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2
+                                    for k in kernels):
+        raise ValueError(f"eca_kernels={kernels!r} is not valid; give four positive odd integers, one per stage")
+    return kernels
+
+
 def create_model(name: str, num_classes: int = 1000, *, placement: str | None = None, emca_stages=1,
-                 emca_blocks="all", stem: str = "imagenet", width: float = 1.0, gate: str = "mul") -> ResNet:
+                 emca_blocks="all", stem: str = "imagenet", width: float = 1.0, gate: str = "mul",
+                 eca_kernels=None, srm_std: str = "biased", cbam_spatial: str = "paper",
+                 se_divisor: int | None = None) -> ResNet:
     """Build a registered model.
 
     Args:
@@ -83,9 +119,25 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
         stem: ``"imagenet"`` or ``"cifar"`` (3x3 stem without max-pool, for 32-64 px inputs).
         width: channel multiplier (1.0 = the standard ResNet).
         gate: ``"mul"`` (``x * z``) or ``"one_plus"`` (``x * (1 + z)``).
+        eca_kernels: ECA models: the conv kernel of each of the four stages (ECA-Net's
+            released ResNets fix them, e.g. ``(3, 5, 5, 7)``); default the adaptive formula.
+        srm_std: SRM models: ``"biased"`` (the paper) or ``"unbiased"`` (the official code) variance.
+        cbam_spatial: CBAM: ``"paper"`` or ``"official"`` spatial branch (see ``CBAM``).
+        se_divisor: SE models: round the hidden width to a multiple of this (8: timm's ``seresnet*``).
+
+    The ``*_emca_eca_released`` models fix their structure (the first block of each stage
+    has ECA, every other block the released multi-scale module, sources the stem and the
+    last residual branch of every earlier stage, gate ``1 + z``); of the options above
+    they take ``stem``, ``width`` and ``eca_kernels``.
     """
     depth, attn, is_emca = parse_model_name(name)
+    released = is_released(name)
     block, layers = DEPTHS[depth]
+    eca_kernels = _attention_options(name, attn, eca_kernels=eca_kernels, srm_std=srm_std,
+                                     cbam_spatial=cbam_spatial, se_divisor=se_divisor)
+    if released and (placement is not None or emca_stages != 1 or emca_blocks != "all" or gate != "mul"):
+        raise ValueError(f"{name} has the released code's fixed structure; placement, emca_stages, "
+                         "emca_blocks and gate do not apply")
     placement = placement or ("first" if is_emca else "all")
     _check_choice("placement", placement, PLACEMENTS)
     _check_choice("emca_stages", emca_stages, (0, 1, "all"))
@@ -96,21 +148,43 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
         return widths[0] if key[0] == 0 else widths[key[0] - 1] * block.expansion
 
     sources = {}
+    module_options = {"srm": {"std": srm_std}, "cbam": {"spatial": cbam_spatial},
+                      "se": {"divisor": se_divisor}}.get(attn, {})
 
     def attention(channels: int, stage: int, index: int, blocks: int) -> ChannelAttention | None:
+        kernel = {"kernel_size": eca_kernels[stage - 1]} if eca_kernels and attn == "eca" else {}
+        if released:
+            if index == 0:
+                return ATTENTIONS["eca"](channels, gate="one_plus", **kernel)
+            keys = emca_sources(stage, layers, "all", 1)
+            sources[(stage, index)] = keys
+            labels = [source_label(k) + ("" if k == (0, 0) else " residual") for k in keys]
+            return ReleasedEMCA(channels, tuple(zip(labels, map(channels_of, keys))), **kernel)
         if attn is None or not (placement == "all" or (placement == "first" and index == 0)
                                 or (placement == "last" and index == blocks - 1)):
             return None
         keys = emca_sources(stage, layers, emca_stages, emca_blocks) if is_emca else []
         if keys:
             sources[(stage, index)] = keys
-        return ATTENTIONS[attn](
-            channels, sources=tuple((source_label(k), channels_of(k)) for k in keys), gate=gate)
+        return ATTENTIONS[attn](channels, sources=tuple((source_label(k), channels_of(k)) for k in keys), gate=gate,
+                                **kernel, **module_options)
 
+    if attn == "srm":
+        source_pool = partial(style_pool, std=srm_std)
+    else:
+        source_pool = ATTENTIONS[attn].pool if attn else None
     model = ResNet(block, layers, num_classes, attention=attention, stem=stem, width=width, sources=sources,
-                   source_pool=ATTENTIONS[attn].pool if attn else None)
-    model.config = {"name": name, "num_classes": num_classes, "placement": placement, "emca_stages": emca_stages,
-                    "emca_blocks": emca_blocks, "stem": stem, "width": width, "gate": gate}
+                   source_pool=source_pool, residual_sources=released)
+    config = {"name": name, "num_classes": num_classes}
+    if not released:
+        config |= {"placement": placement, "emca_stages": emca_stages, "emca_blocks": emca_blocks}
+    config |= {"stem": stem, "width": width}
+    if not released:
+        config["gate"] = gate
+    # The options of this model's attention type, so metadata records what was built.
+    options = {"eca_kernels": eca_kernels, "srm_std": srm_std, "cbam_spatial": cbam_spatial, "se_divisor": se_divisor}
+    config |= {option: options[option] for option, (bases, _) in _ATTENTION_OPTIONS.items() if attn in bases}
+    model.config = config
     return model
 
 

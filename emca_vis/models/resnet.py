@@ -98,6 +98,9 @@ class ResNet(nn.Module):
         sources: for EMCA, ``{(stage, block): [(stage, block), ...]}``: which earlier
             outputs each module aggregates; ``(0, 0)`` is the stem.
         source_pool: how those outputs are pooled (the attention type's ``pool``).
+        residual_sources: read a block's residual branch (before gate and addition, as pooled
+            by its attention module) instead of its output; the stem is always its output.
+            The EMCA authors' released code aggregates those.
         stem: ``"imagenet"`` (7x7/2 conv + maxpool) or ``"cifar"`` (3x3/1 conv, no pool).
         width: channel multiplier for small demo and test models.
     """
@@ -105,7 +108,7 @@ class ResNet(nn.Module):
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: tuple[int, ...], num_classes: int = 1000,
                  attention: AttentionFactory | None = None, stem: str = "imagenet", width: float = 1.0,
                  sources: dict[tuple[int, int], list[tuple[int, int]]] | None = None,
-                 source_pool: Callable[[Tensor], Tensor] | None = None):
+                 source_pool: Callable[[Tensor], Tensor] | None = None, residual_sources: bool = False):
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"unknown stem {stem!r}; choose 'imagenet' or 'cifar'")
@@ -131,6 +134,14 @@ class ResNet(nn.Module):
         # Outputs some EMCA module reads, kept as pooled descriptors.
         self._kept = frozenset(key for wanted in self.sources.values() for key in wanted)
         self.source_pool = source_pool
+        self.residual_sources = residual_sources
+        if residual_sources:
+            for stage, index in self._kept - {(0, 0)}:
+                attn = self.stages[stage - 1][index].attn
+                if attn is None:
+                    raise ValueError(f"layer{stage}.{index} is an EMCA source but has no attention module "
+                                     "to pool its residual branch")
+                attn.keep_pooled = True
         self._init_weights()
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int, attention: AttentionFactory,
@@ -172,7 +183,10 @@ class ResNet(nn.Module):
                 wanted = self.sources.get((stage, index))
                 x = block(x, [kept[key] for key in wanted]) if wanted else block(x)
                 if (stage, index) in self._kept:
-                    kept[(stage, index)] = self.source_pool(x)
+                    if self.residual_sources:
+                        kept[(stage, index)], block.attn.pooled = block.attn.pooled, None
+                    else:
+                        kept[(stage, index)] = self.source_pool(x)
         return x
 
     def forward(self, x: Tensor) -> Tensor:

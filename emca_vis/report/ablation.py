@@ -26,9 +26,9 @@ def setting(row: dict, ablation: str):
         return None
     if ablation == "placement":
         return row["placement"]
-    if not row["emca"]:
-        return None
     stages = row["emca_stages"]
+    if not row["emca"] or stages is None:  # None: the released model, whose sources are fixed
+        return None
     return (stages, 1 if stages == 0 else row["emca_blocks"])  # N is moot without sources
 
 

@@ -31,8 +31,9 @@ def architecture(meta: dict) -> dict:
         depth, attention, emca = None, None, False
     kwargs = meta["model_kwargs"]
     name = ATTENTION_NAMES.get(attention, str(attention))
+    released = emca and meta["model"].endswith("_released")
     return {"depth": depth, "attention": attention, "emca": emca,
-            "kind": f"EMCA-{name}" if emca else name,
+            "kind": (f"EMCA-{name} (released code)" if released else f"EMCA-{name}") if emca else name,
             "placement": kwargs.get("placement"),
             "emca_stages": kwargs.get("emca_stages") if emca else None,
             "emca_blocks": kwargs.get("emca_blocks") if emca else None}

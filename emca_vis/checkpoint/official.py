@@ -1,0 +1,211 @@
+"""State dicts of the attention papers' official code -> emca-vis models.
+
+One function per repository turns its key names into emca-vis's and says which model and
+options compute what that code computes:
+
+| format | repository | models | options set |
+|---|---|---|---|
+| ``eca-net`` | BangguWu/ECANet (``models/eca_resnet.py``) | ``resnet{d}_eca`` | ``eca_kernels`` (its fixed k per stage) |
+| ``cbam`` | Jongchan/attention-module (``MODELS/model_resnet.py``) | ``resnet{d}_cbam`` | ``cbam_spatial="official"`` |
+| ``srm`` | hyunjaelee410/style-based-recalibration-module | ``resnet{d}_srm``, ``resnet{d}_se`` | ``srm_std="unbiased"`` |
+| ``emca-authors`` | eslambakr/EMCA (``Code/eca_resnet_multi_scale.py``) | ``resnet{d}_emca_eca_released`` | ``eca_kernels`` |
+
+The functions take the bare state dict (containers such as ``{"state_dict": ...}`` and
+``module.`` prefixes already removed) and return a :class:`Converted`; keys they do not
+know pass through unchanged, so loading names them. Tensors are not copied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from ..models import DEPTHS
+
+
+@dataclass
+class Converted:
+    """An official state dict in emca-vis's key names, and the model that computes the same.
+
+    ``model`` is ``None`` when the blocks do not match a registered depth.
+    """
+
+    state_dict: dict[str, Tensor]
+    attention: str
+    options: dict = field(default_factory=dict)
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class OfficialFormat:
+    name: str
+    repository: str
+    convert: Callable[[Mapping[str, Tensor]], Converted]
+    detect: Callable[[Mapping[str, Tensor]], bool]
+
+
+def infer_depth(state_dict: Mapping[str, Tensor]) -> int | None:
+    """The ResNet depth of an emca-vis-named state dict, from its blocks per stage and block type."""
+    blocks = []
+    for stage in range(1, 5):
+        indices = {int(m.group(1)) for k in state_dict if (m := re.match(rf"layer{stage}\.(\d+)\.", k))}
+        blocks.append(len(indices))
+    bottleneck = any(re.match(r"layer\d+\.\d+\.conv3\.", k) for k in state_dict)
+    for depth, (block, layers) in DEPTHS.items():
+        if tuple(blocks) == layers and (block.expansion == 4) == bottleneck:
+            return depth
+    return None
+
+
+def _named(state_dict: dict[str, Tensor], attention: str, options: dict) -> Converted:
+    depth = infer_depth(state_dict)
+    return Converted(state_dict, attention, options, None if depth is None else f"resnet{depth}_{attention}")
+
+
+def _rename(state_dict: Mapping[str, Tensor], rules: list[tuple[str, str]]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in rules:
+            key, count = re.subn(pattern, replacement, key)
+            if count:
+                break
+        out[key] = value
+    return out
+
+
+def _stage_kernels(state_dict: Mapping[str, Tensor], pattern: str, repository: str) -> list[int] | None:
+    """The ECA kernel of each stage, read from the conv weights' shapes; all blocks of a stage must agree."""
+    kernels: dict[int, set[int]] = {}
+    for key, value in state_dict.items():
+        if m := re.fullmatch(pattern, key):
+            kernels.setdefault(int(m.group(1)), set()).add(int(value.shape[-1]))
+    if sorted(kernels) != [1, 2, 3, 4]:
+        return None
+    for stage, sizes in kernels.items():
+        if len(sizes) > 1:
+            raise ValueError(f"{repository} state dict: stage {stage} mixes ECA kernel sizes {sorted(sizes)}")
+    return [kernels[s].pop() for s in (1, 2, 3, 4)]
+
+
+# --- ECA-Net: BangguWu/ECANet ----------------------------------------------------------------
+# torchvision's ResNet with an ``eca`` child (AdaptiveAvgPool -> Conv1d(k, no bias) -> sigmoid,
+# x * y) after the last BN of every block; k fixed per stage by ``--ksize`` (3557 for ResNet-50).
+
+def eca_net(state_dict: Mapping[str, Tensor]) -> Converted:
+    """ECA-Net's ``eca_resnet{18..152}``: ``layerS.B.eca.conv.weight`` -> ``layerS.B.attn.conv.weight``."""
+    out = _rename(state_dict, [(r"^(layer\d+\.\d+)\.eca\.conv\.", r"\1.attn.conv.")])
+    kernels = _stage_kernels(out, r"layer(\d)\.\d+\.attn\.conv\.weight", "ECA-Net")
+    return _named(out, "eca", {"eca_kernels": kernels} if kernels else {})
+
+
+# --- CBAM: Jongchan/attention-module ---------------------------------------------------------
+# ChannelGate: mlp = Sequential(Flatten, Linear(C, C/16), ReLU, Linear(C/16, C)) on the avg- and
+# the max-pooled map, summed, sigmoid. SpatialGate: cat([max, mean] over channels) -> Conv2d 7x7
+# (no bias) -> BatchNorm2d(1) -> sigmoid. Same place in the block as emca-vis's attention.
+
+def cbam(state_dict: Mapping[str, Tensor]) -> Converted:
+    """CBAM's ``ResidualNet(..., att_type='CBAM')``: ``layerS.B.cbam.{ChannelGate,SpatialGate}.*``."""
+    if any(re.match(r"bam\d\.", k) for k in state_dict):
+        raise ValueError("attention-module state dict holds BAM modules (bam1..bam3), not CBAM")
+    out = _rename(state_dict, [
+        (r"^(layer\d+\.\d+)\.cbam\.ChannelGate\.mlp\.1\.", r"\1.attn.fc1."),
+        (r"^(layer\d+\.\d+)\.cbam\.ChannelGate\.mlp\.3\.", r"\1.attn.fc2."),
+        (r"^(layer\d+\.\d+)\.cbam\.SpatialGate\.spatial\.conv\.", r"\1.attn.spatial."),
+        (r"^(layer\d+\.\d+)\.cbam\.SpatialGate\.spatial\.bn\.", r"\1.attn.spatial_bn."),
+    ])
+    return _named(out, "cbam", {"cbam_spatial": "official"})
+
+
+# --- SRM: hyunjaelee410/style-based-recalibration-module ------------------------------------------
+# ``rclb`` child after the last BN: SRMLayer (mean and sqrt(unbiased var + 1e-5) -> cfc [C, 2] ->
+# BatchNorm2d -> sigmoid) or SELayer (fc = Sequential(Linear(C, C/16), ReLU, Linear(C/16, C))).
+
+def srm(state_dict: Mapping[str, Tensor]) -> Converted:
+    """The SRM repository's ``resnet(depth, recalibration_type='srm' | 'se')``: ``layerS.B.rclb.*``."""
+    if any(re.search(r"\.rclb\.conv\.", k) for k in state_dict):
+        raise ValueError("SRM repository state dict holds GE modules (recalibration_type='ge'), "
+                         "which have no emca-vis model")
+    out = _rename(state_dict, [
+        (r"^(layer\d+\.\d+)\.rclb\.cfc$", r"\1.attn.cfc"),
+        (r"^(layer\d+\.\d+)\.rclb\.bn\.", r"\1.attn.bn."),
+        (r"^(layer\d+\.\d+)\.rclb\.fc\.0\.", r"\1.attn.fc1."),
+        (r"^(layer\d+\.\d+)\.rclb\.fc\.2\.", r"\1.attn.fc2."),
+    ])
+    if any(k.endswith(".attn.fc1.weight") for k in out):
+        return _named(out, "se", {})
+    return _named(out, "srm", {"srm_std": "unbiased"})
+
+
+# --- EMCA authors: eslambakr/EMCA ------------------------------------------------------------
+# ``ECAResNet``: ``pre`` (stem), ``stage1..4`` of ``BasicResidualECABlock`` (``residual`` and
+# ``shortcut`` Sequentials), ``linear``. Every block owns ECA_excitation_local, ..._global_stage,
+# stage_in_fusion [1, 1, R] and out_fusion [1, 1, 2]; the first block of a stage uses only the
+# local kernel (its other weights are never read by the forward, so they are dropped here).
+
+_BASIC_RESIDUAL = {0: "conv1", 1: "bn1", 3: "conv2", 4: "bn2"}
+_BOTTLENECK_RESIDUAL = {0: "conv1", 1: "bn1", 3: "conv2", 4: "bn2", 6: "conv3", 7: "bn3"}
+_UNUSED_IN_FIRST_BLOCKS = ("ECA_excitation_global_stage.", "stage_in_fusion.", "out_fusion.")
+
+
+def emca_authors(state_dict: Mapping[str, Tensor]) -> Converted:
+    """The EMCA authors' ``eca_resnet{18..152}`` in its released configuration
+    (ECA, stage attention over the last blocks of all earlier stages, "ms" fusions, 1-D)."""
+    other = sorted(k for k in state_dict if re.search(
+        r"\.(block_in_fusion|ECA_excitation_global_block|ECA_excitation_global|learnable_upsample_ms)\.", k))
+    if other:
+        raise ValueError(f"EMCA authors' state dict from a configuration other than the released one "
+                         f"(has {other[0]}); only stage attention with 'ms' fusion has an emca-vis model")
+    residual = _BOTTLENECK_RESIDUAL if any(".residual.6." in k for k in state_dict) else _BASIC_RESIDUAL
+    out = {}
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"stage(\d)\.(\d+)\.(.+)", key)
+        if not m:
+            key = re.sub(r"^pre\.0\.", "conv1.", re.sub(r"^pre\.1\.", "bn1.", re.sub(r"^linear\.", "fc.", key)))
+            out[key] = value
+            continue
+        stage, index, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+        block = f"layer{stage}.{index}"
+        if index == 0 and rest.startswith(_UNUSED_IN_FIRST_BLOCKS):
+            continue
+        if r := re.fullmatch(r"residual\.(\d+)\.(.+)", rest):
+            name = residual.get(int(r.group(1)))
+            out[f"{block}.{name}.{r.group(2)}" if name else key] = value
+        elif r := re.fullmatch(r"shortcut\.([01])\.(.+)", rest):
+            out[f"{block}.downsample.{r.group(1)}.{r.group(2)}"] = value
+        elif rest == "ECA_excitation_local.0.weight":
+            out[f"{block}.attn.conv.weight"] = value
+        elif rest == "ECA_excitation_global_stage.0.weight":
+            out[f"{block}.attn.global_conv.weight"] = value
+        elif rest == "stage_in_fusion.0.weight":
+            # [1, 1, R] over [stem, earlier stages..., current]; emca-vis puts the current map first.
+            out[f"{block}.attn.scale_weights"] = value.reshape(-1).roll(1)
+        elif rest == "out_fusion.0.weight":
+            out[f"{block}.attn.fusion_weights"] = value.reshape(-1)  # (local, global)
+        else:
+            out[key] = value
+    kernels = _stage_kernels(out, r"layer(\d)\.0\.attn\.conv\.weight", "EMCA authors'")
+    return _named(out, "emca_eca_released", {"eca_kernels": kernels} if kernels else {})
+
+
+def _has(pattern: str) -> Callable[[Mapping[str, Tensor]], bool]:
+    compiled = re.compile(pattern)
+    return lambda state_dict: any(compiled.search(k) for k in state_dict)
+
+
+OFFICIAL_FORMATS: dict[str, OfficialFormat] = {f.name: f for f in (
+    OfficialFormat("eca-net", "BangguWu/ECANet", eca_net, _has(r"^layer\d+\.\d+\.eca\.conv\.weight$")),
+    OfficialFormat("cbam", "Jongchan/attention-module", cbam, _has(r"\.cbam\.ChannelGate\.mlp\.1\.weight$")),
+    OfficialFormat("srm", "hyunjaelee410/style-based-recalibration-module", srm, _has(r"\.rclb\.")),
+    OfficialFormat("emca-authors", "eslambakr/EMCA", emca_authors,
+                   _has(r"^stage\d\.\d+\.ECA_excitation_local\.0\.weight$")),
+)}
+"""Formats by name; ``detect`` is true when a (bare) state dict's key names are that repository's."""
+
+
+def detect_official(state_dict: Mapping[str, Tensor]) -> OfficialFormat | None:
+    """The official format whose key names ``state_dict`` has, or ``None``."""
+    found = [f for f in OFFICIAL_FORMATS.values() if f.detect(state_dict)]
+    return found[0] if len(found) == 1 else None
