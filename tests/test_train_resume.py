@@ -165,22 +165,28 @@ def one_line_error(capsys, *argv) -> str:
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--batch-size", "0", "must be a positive integer (got 0)"),
-    ("--accum-steps", "0", "must be a positive integer (got 0)"),
-    ("--val-size", "0", "must be a positive integer (got 0)"),
-    ("--train-size", "-5", "must be a positive integer (got -5)"),
-    ("--epochs", "1e3", "'1e3' is not an integer"),
-    ("--epochs", "10000000", "must be at most 1,000,000 (got 10000000)"),
-    ("--checkpoint-every", "-1", "must be an integer >= 0 (got -1)"),
-    ("--workers", "-2", "must be an integer >= 0 (got -2)"),
-    ("--image-size", "4", "must be an integer >= 8 (got 4)"),
-    ("--lr", "nan", "must be a finite number > 0 (got nan)"),
-    ("--width", "0", "must be a finite number > 0 and <= 4 (got 0)"),
-    ("--label-smoothing", "1.5", "must be a finite number >= 0 and <= 1 (got 1.5)"),
+    ("--batch-size", "0", "must be at least 1 (got 0)"),
+    ("--accum-steps", "0", "must be at least 1 (got 0)"),
+    ("--val-size", "0", "must be at least 1 (got 0)"),
+    ("--train-size", "-5", "must be at least 1 (got -5)"),
+    ("--epochs", "1e3", "not an integer: '1e3'"),
+    ("--epochs", "10000000", "must be at most 1,000,000 (got 10,000,000)"),
+    ("--checkpoint-every", "-1", "must be at least 0 (got -1)"),
+    ("--workers", "-2", "must be at least 0 (got -2)"),
+    ("--image-size", "4", "must be at least 8 (got 4)"),
+    ("--lr", "nan", "must be a finite number (got nan)"),
+    ("--lr", "0", "must be above 0 (got 0)"),
+    ("--width", "5", "must be above 0 and at most 4 (got 5)"),
+    ("--label-smoothing", "1.5", "must be between 0 and 1 (got 1.5)"),
     ("--emca-stages", "2", "must be 0 or 1 or all (got '2')"),
 ])
 def test_options_are_checked_when_parsed(option, value, message, capsys):
-    assert one_line_error(capsys, "--model", "resnet18", option, value) == f"error: {option}: {message}"
+    assert one_line_error(capsys, "--model", "resnet18", option, value) == f"error: argument {option}: {message}"
+
+
+
+def test_missing_model_is_one_line(capsys):
+    assert one_line_error(capsys, "--epochs", "2") == "error: the following arguments are required: --model"
 
 
 def test_resume_refuses_other_settings_and_fresh_runs_refuse_a_used_out(reference, tmp_path, capsys):

@@ -1,5 +1,5 @@
 """Options of ``python -m emca_vis.train``, each checked as it is parsed: a bad value is one
-``error: --option: problem`` line before anything is built or read."""
+``error: argument --option: problem`` line before anything is built or read."""
 
 from __future__ import annotations
 
@@ -8,50 +8,24 @@ import math
 import os
 
 from ..checkpoint.metadata import MAX_INPUT_SIZE, MAX_WIDTH, MIN_INPUT_SIZE
-from ..errors import UserError
-
-SEED_LIMIT = 1 << 63
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        # One line instead of argparse's usage text plus message (run_cli prints it, exit status 2).
-        raise UserError(message.removeprefix("argument "))
-
-
-def integer(low: int, high: int):
-    """An argparse type: an integer in ``[low, high]``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(
-                f"must be {'a positive integer' if low == 1 else f'an integer >= {low}'} (got {text[:40]})")
-        if value > high:
-            raise argparse.ArgumentTypeError(f"must be at most {high:,} (got {text[:40]})")
-        return value
-
-    return parse
+from ..options import Parser, finite_float, int_range, nonnegative_int, positive_int, probability, seed
 
 
 def number(low: float, high: float = math.inf, low_open: bool = False):
     """An argparse type: a finite number in ``[low, high]`` (``(low, high]`` when ``low_open``)."""
     def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
-        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
-            bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
-            raise argparse.ArgumentTypeError(f"must be a finite number {bounds} (got {text[:40]})")
+        value = finite_float(text)
+        if value < low or (low_open and value == low) or value > high:
+            bounds = f"{'above' if low_open else 'at least'} {low:g}" + (f" and at most {high:g}" if high < math.inf
+                                                                          else "")
+            raise argparse.ArgumentTypeError(f"must be {bounds} (got {text[:40]})")
         return value
 
     return parse
 
 
 def int_or_all(allowed: tuple):
+    """An argparse type: one of ``allowed`` (integers and ``"all"``)."""
     def parse(text: str):
         value = text if text == "all" else int(text) if text.lstrip("-").isdigit() else None
         if value not in allowed:
@@ -61,23 +35,19 @@ def int_or_all(allowed: tuple):
     return parse
 
 
-POSITIVE = integer(1, 1 << 62)
-COUNT = integer(0, 1 << 62)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m emca_vis.train", description="Train an EMCA or baseline ResNet.",
+    p = Parser(prog="python -m emca_vis.train", description="Train an EMCA or baseline ResNet.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="model name, e.g. resnet50_emca_eca")
     p.add_argument("--data", default="shapes", help="dataset spec: shapes, folder:/p, imagenet:/p, cifar10:/p, ...")
     p.add_argument("--out", default="runs/train", help="output folder")
-    p.add_argument("--epochs", type=integer(1, 1_000_000), default=90)
-    p.add_argument("--batch-size", type=integer(1, 1 << 24), default=64, help="per process (per GPU)")
-    p.add_argument("--accum-steps", type=integer(1, 1 << 20), default=1, help="micro-batches per optimiser step")
+    p.add_argument("--epochs", type=int_range(1, 1_000_000), default=90)
+    p.add_argument("--batch-size", type=int_range(1, 1 << 24), default=64, help="per process (per GPU)")
+    p.add_argument("--accum-steps", type=int_range(1, 1 << 20), default=1, help="micro-batches per optimiser step")
     p.add_argument("--lr", type=number(0, low_open=True),
                    help="learning rate of the global batch (default: linear scaling rule)")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    p.add_argument("--momentum", type=number(0, 1), default=0.9)
+    p.add_argument("--momentum", type=probability, default=0.9)
     p.add_argument("--nesterov", action="store_true")
     p.add_argument("--weight-decay", type=number(0), default=1e-4)
     p.add_argument("--no-decay-norm-bias", action="store_true", help="no weight decay on norms, biases, w_r")
@@ -85,26 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-epochs", type=number(0), default=0.0, help="linear warm-up (fractions allowed)")
     p.add_argument("--milestones", type=number(0), nargs="*", default=[30, 60, 80], help="step schedule epochs")
     p.add_argument("--gamma", type=number(0, low_open=True), default=0.1, help="step schedule factor")
-    p.add_argument("--label-smoothing", type=number(0, 1), default=0.0)
+    p.add_argument("--label-smoothing", type=probability, default=0.0)
     p.add_argument("--clip-grad", type=number(0), default=0.0, help="max gradient norm (0: off)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--workers", type=integer(0, 1024), default=min(8, os.cpu_count() or 1),
+    p.add_argument("--workers", type=int_range(0, 1024), default=min(8, os.cpu_count() or 1),
                    help="data loader processes")
-    p.add_argument("--seed", type=integer(0, SEED_LIMIT - 1), default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bitwise resumable)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--checkpoint-every", type=COUNT, default=0,
+    p.add_argument("--checkpoint-every", type=nonnegative_int, default=0,
                    help="also save a resume state every N optimiser steps (0: only at epoch ends)")
     p.add_argument("--init", help="initial weights: torchvision .pth or emca-vis checkpoint (head replaced "
                                   "when the class count differs)")
-    p.add_argument("--image-size", type=integer(MIN_INPUT_SIZE, MAX_INPUT_SIZE),
+    p.add_argument("--image-size", type=int_range(MIN_INPUT_SIZE, MAX_INPUT_SIZE),
                    help="input size (default: 64 shapes, 32 CIFAR, 224 otherwise)")
-    p.add_argument("--train-size", type=POSITIVE, help="use only the first N training images")
-    p.add_argument("--val-size", type=POSITIVE, help="synthetic dataset: validation images")
-    p.add_argument("--data-seed", type=integer(0, SEED_LIMIT - 1), default=0, help="synthetic dataset seed")
+    p.add_argument("--train-size", type=positive_int, help="use only the first N training images")
+    p.add_argument("--val-size", type=positive_int, help="synthetic dataset: validation images")
+    p.add_argument("--data-seed", type=seed, default=0, help="synthetic dataset seed")
     g = p.add_argument_group("model options")
     g.add_argument("--placement", choices=["all", "first", "last"])
     g.add_argument("--emca-stages", type=int_or_all((0, 1, "all")), default=1)
