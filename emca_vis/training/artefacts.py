@@ -8,48 +8,22 @@ those of the epoch with the highest top-1.
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import tempfile
 from pathlib import Path
 
 from ..checkpoint import save_checkpoint
-from ..outputs import json_text
+from ..outputs import json_text, write_dict_csv, write_text
 from .faults import fault_point
 from .state import ResumeRecord
 
 
-def _replace_text(path: Path, text: str) -> None:
-    """``path`` holds ``text`` or its previous content, never a mix (temp file + rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain write would not
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_metrics(out: Path, rows: list[dict]) -> None:
     """``metrics.jsonl`` and ``metrics.csv`` with exactly ``rows`` (none: the files removed)."""
-    paths = out / "metrics.jsonl", out / "metrics.csv"
     if not rows:
-        for path in paths:
-            path.unlink(missing_ok=True)
+        for name in ("metrics.jsonl", "metrics.csv"):
+            (out / name).unlink(missing_ok=True)
         return
-    _replace_text(paths[0], "".join(json_text(row, indent=None) + "\n" for row in rows))
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
-    writer.writeheader()
-    writer.writerows(rows)
-    _replace_text(paths[1], table.getvalue())
+    write_text(out / "metrics.jsonl", "".join(json_text(row, indent=None) + "\n" for row in rows))
+    write_dict_csv(out / "metrics.csv", rows)
 
 
 def remove_leftovers(out: Path) -> None:
