@@ -225,11 +225,14 @@ def style_pool(x: Tensor, std: str = "biased") -> Tensor:
     # reductions that allocate no copy of x: several times faster than torch.var_mean on CPU.
     dtype = torch.promote_types(x.dtype, torch.float32)
     n = x.shape[2] * x.shape[3]
-    mean = x.mean((2, 3), dtype=dtype)
-    mean_square = torch.linalg.vector_norm(x, dim=(2, 3), dtype=dtype).square() / n
-    var = (mean_square - mean.square()).clamp_min(0)
-    if std == "unbiased" and n > 1:
-        var = var * (n / (n - 1))
+    if std == "unbiased":
+        # Two passes, as Tensor.var in the official code: imported weights then give its outputs
+        # to float32 rounding, where the one-pass moments below can differ by cancellation.
+        var, mean = torch.var_mean(x.to(dtype), dim=(2, 3), correction=1 if n > 1 else 0)
+    else:
+        mean = x.mean((2, 3), dtype=dtype)
+        mean_square = torch.linalg.vector_norm(x, dim=(2, 3), dtype=dtype).square() / n
+        var = (mean_square - mean.square()).clamp_min(0)
     return torch.stack([mean, var.add(1e-5).sqrt()], dim=-1).to(x.dtype)
 
 
