@@ -28,8 +28,9 @@ def test_profile_adds_the_plain_resnet_and_reports_ratios():
     assert eca["relative"]["2"] == pytest.approx(eca["throughput"]["2"] / rows["resnet18"]["throughput"]["2"])
     assert eca["params_m"] == pytest.approx(11.689512 + (2 * 3 + 6 * 5) / 1e6, abs=1e-9)  # ECA kernels: k=3 at 64 ch, else 5
     table = markdown_table(result).splitlines()
-    assert table[0].startswith("| model | params (M) | GFLOPs | img/s @1 | img/s @2 |")
+    assert table[0].startswith("| model | params (M) | GFLOPs | ops @1 | added ops | img/s @1 | img/s @2 |")
     assert table[3].startswith("| resnet18 | 11.690 |") and table[3].endswith("1.000x | 1.000x |")
+    assert "| +0 |" in table[3] and rows["resnet18_eca"]["added_ops"] > 0
 
 
 def test_cli_json_and_bad_model(tmp_path):

@@ -1,8 +1,9 @@
 """Model names -> ResNets with attention: ``create_model`` and ``list_models``.
 
 Names are ``resnet{depth}`` (plain, torchvision-identical) and ``resnet{depth}_{attn}``
-with ``attn`` one of :data:`ATTENTIONS` or ``emca_{base}`` for a base in
-:data:`EMCA_BASES`.
+with ``attn`` one of :data:`ATTENTIONS`, ``emca_{base}`` for a base in
+:data:`EMCA_BASES`, or one of the paper's other baselines in :data:`BASELINES`
+(``fca``, ``bam``, ``epsa``, ``sa``, ``a2``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from torch import nn
 
 from .attention import ATTENTIONS, EMCA_BASES, ChannelAttention
+from .baselines import BASELINES
 from .resnet import BasicBlock, Bottleneck, ResNet, stage_widths
 
 DEPTHS = {
@@ -22,6 +24,9 @@ DEPTHS = {
     152: (Bottleneck, (3, 8, 36, 3)),
 }
 PLACEMENTS = ("all", "first", "last")
+LABELS = {None: "none", "se": "SE", "eca": "ECA", "srm": "SRM", "cbam": "CBAM",
+          **{name: spec.label for name, spec in BASELINES.items()}}
+"""Display names of the attention types (``None``: the plain ResNet)."""
 _NAME = re.compile(r"resnet(\d+)(?:_(emca_)?([a-z0-9]+))?")
 
 
@@ -31,18 +36,23 @@ class UnknownModelError(ValueError):
 
 def list_models() -> list[str]:
     """Every registered model name."""
-    suffixes = [""] + [f"_{a}" for a in ATTENTIONS] + [f"_emca_{b}" for b in EMCA_BASES]
-    return [f"resnet{depth}{suffix}" for depth in DEPTHS for suffix in suffixes]
+    suffixes = [""] + [f"_{a}" for a in ATTENTIONS] + [f"_emca_{b}" for b in EMCA_BASES] + [f"_{b}" for b in BASELINES]
+    return [f"resnet{depth}{suffix}" for depth in DEPTHS for suffix in suffixes
+            if not (suffix[1:] in BASELINES and BASELINES[suffix[1:]].bottleneck_only and DEPTHS[depth][0] is BasicBlock)]
 
 
 def parse_model_name(name: str) -> tuple[int, str | None, bool]:
     """``"resnet50_emca_eca"`` -> ``(50, "eca", True)``."""
     match = _NAME.fullmatch(name)
     if not match or int(match.group(1)) not in DEPTHS or (
-        match.group(3) and match.group(3) not in (EMCA_BASES if match.group(2) else ATTENTIONS)
+        match.group(3) and match.group(3) not in (EMCA_BASES if match.group(2) else (*ATTENTIONS, *BASELINES))
     ):
         raise UnknownModelError(f"unknown model {name!r}; see emca_vis.models.list_models()")
-    return int(match.group(1)), match.group(3), bool(match.group(2))
+    depth, attn = int(match.group(1)), match.group(3)
+    if attn in BASELINES and BASELINES[attn].bottleneck_only and DEPTHS[depth][0] is BasicBlock:
+        raise UnknownModelError(f"unknown model {name!r}: {BASELINES[attn].label} replaces the 3x3 conv of "
+                                f"bottleneck blocks; use depth 50, 101 or 152")
+    return depth, attn, bool(match.group(2))
 
 
 def source_label(key: tuple[int, int]) -> str:
@@ -86,8 +96,13 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
     """
     depth, attn, is_emca = parse_model_name(name)
     block, layers = DEPTHS[depth]
-    placement = placement or ("first" if is_emca else "all")
-    _check_choice("placement", placement, PLACEMENTS)
+    baseline = BASELINES.get(attn)
+    if baseline and baseline.placement and placement not in (None, baseline.placement):
+        raise ValueError(f"placement={placement!r} does not apply to {name}: {baseline.label} "
+                         f"places its modules as its paper does ({baseline.placement})")
+    placement = placement or (baseline.placement if baseline and baseline.placement else "first" if is_emca else "all")
+    block = baseline.block if baseline and baseline.block else block
+    _check_choice("placement", placement, PLACEMENTS if not (baseline and baseline.placement) else (baseline.placement,))
     _check_choice("emca_stages", emca_stages, (0, 1, "all"))
     _check_choice("emca_blocks", emca_blocks, (1, "all"))
     widths = stage_widths(width)
@@ -98,6 +113,9 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
     sources = {}
 
     def attention(channels: int, stage: int, index: int, blocks: int) -> ChannelAttention | None:
+        if baseline:
+            return baseline.build(channels, stage, gate=gate) if baseline.module and baseline.wants(
+                stage, index, blocks, placement) else None
         if attn is None or not (placement == "all" or (placement == "first" and index == 0)
                                 or (placement == "last" and index == blocks - 1)):
             return None
@@ -108,7 +126,11 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
             channels, sources=tuple((source_label(k), channels_of(k)) for k in keys), gate=gate)
 
     model = ResNet(block, layers, num_classes, attention=attention, stem=stem, width=width, sources=sources,
-                   source_pool=ATTENTIONS[attn].pool if attn else None)
+                   source_pool=ATTENTIONS[attn].pool_source if is_emca else None)
+    for module_name, module in model.named_modules():
+        if isinstance(module, ChannelAttention) and not module.record_name:  # EPSANet's conv2
+            stage, index = module_name.split(".")[:2]
+            module.record_name, module.stage, module.block = f"{stage}.{index}", int(stage[5:]), int(index)
     model.config = {"name": name, "num_classes": num_classes, "placement": placement, "emca_stages": emca_stages,
                     "emca_blocks": emca_blocks, "stem": stem, "width": width, "gate": gate}
     return model

@@ -16,10 +16,8 @@ from tqdm import tqdm
 from ..data import build_dataset
 from ..errors import UserError
 from ..inputs import LoadedModel
-from ..models import UnknownModelError, parse_model_name
+from ..models import LABELS, UnknownModelError, parse_model_name
 from ..profile import count_gflops, count_parameters, measure_throughput
-
-ATTENTION_NAMES = {None: "none", "se": "SE", "eca": "ECA", "srm": "SRM", "cbam": "CBAM"}
 
 
 def architecture(meta: dict) -> dict:
@@ -29,7 +27,7 @@ def architecture(meta: dict) -> dict:
     except UnknownModelError:
         depth, attention, emca = None, None, False
     kwargs = meta["model_kwargs"]
-    name = ATTENTION_NAMES.get(attention, str(attention))
+    name = LABELS.get(attention, str(attention))
     return {"depth": depth, "attention": attention, "emca": emca,
             "kind": f"EMCA-{name}" if emca else name,
             "placement": kwargs.get("placement"),
