@@ -217,15 +217,16 @@ class SRM(ChannelAttention):
     def pool(x: Tensor) -> Tensor:
         # Moments accumulated in float32 (bf16/fp16 variances lose too much precision), by
         # reductions that allocate no copy of x: several times faster than torch.var_mean on CPU.
-        mean = x.mean((2, 3), dtype=torch.float32)
-        mean_square = torch.linalg.vector_norm(x, dim=(2, 3), dtype=torch.float32).square() / (x.shape[2] * x.shape[3])
+        acc = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64
+        mean = x.mean((2, 3), dtype=acc)
+        mean_square = torch.linalg.vector_norm(x, dim=(2, 3), dtype=acc).square() / (x.shape[2] * x.shape[3])
         std = (mean_square - mean.square()).clamp_min(0).add(1e-5).sqrt()
         return torch.stack([mean, std], dim=-1).to(x.dtype)
 
     @classmethod
     def pool_source(cls, x: Tensor) -> Tensor:
         # EMCA pools up to 14 preceding maps: one fused moment reduction each, not ten ops.
-        if x.dtype != torch.float32:
+        if x.dtype not in (torch.float32, torch.float64):  # half types: float32 moments
             return cls.pool(x)
         var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
         return torch.stack([mean, var.add_(1e-5).sqrt_()], dim=-1)
