@@ -131,7 +131,9 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
         if isinstance(module, ChannelAttention) and not module.record_name:  # EPSANet's conv2
             stage, index = module_name.split(".")[:2]
             module.record_name, module.stage, module.block = f"{stage}.{index}", int(stage[5:]), int(index)
-    model.config = {"name": name, "num_classes": num_classes, "placement": placement, "emca_stages": emca_stages,
+    # Placements only their paper defines (BAM, A2-Net) are implied by the name: None.
+    model.config = {"name": name, "num_classes": num_classes,
+                    "placement": None if placement not in PLACEMENTS else placement, "emca_stages": emca_stages,
                     "emca_blocks": emca_blocks, "stem": stem, "width": width, "gate": gate}
     return model
 
