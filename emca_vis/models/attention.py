@@ -217,7 +217,7 @@ class SRM(ChannelAttention):
     def pool(x: Tensor) -> Tensor:
         # Moments accumulated in float32 (bf16/fp16 variances lose too much precision), by
         # reductions that allocate no copy of x: several times faster than torch.var_mean on CPU.
-        acc = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         mean = x.mean((2, 3), dtype=acc)
         mean_square = torch.linalg.vector_norm(x, dim=(2, 3), dtype=acc).square() / (x.shape[2] * x.shape[3])
         std = (mean_square - mean.square()).clamp_min(0).add(1e-5).sqrt()
