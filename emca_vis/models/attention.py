@@ -225,7 +225,8 @@ class SRM(ChannelAttention):
 
     @classmethod
     def pool_source(cls, x: Tensor) -> Tensor:
-        # EMCA pools up to 14 preceding maps: one fused moment reduction each, not ten ops.
+        # EMCA pools up to 14 preceding maps: one fused moment reduction each, not ten ops
+        # (fewer kernel launches; pool keeps its CPU-tuned reductions for the gated maps).
         if x.dtype not in (torch.float32, torch.float64):  # half types: float32 moments
             return cls.pool(x)
         var, mean = torch.var_mean(x, dim=(2, 3), correction=0)
