@@ -2,6 +2,11 @@
 
     python -m emca_vis.profile --models resnet50 resnet50_eca resnet50_emca_eca --batch-sizes 16
 
+Per model it also counts the ATen operations one batch-1 forward pass dispatches (what
+bounds GPU latency at batch 1: one kernel launch or more each) and how many of them the
+attention adds to the plain ResNet; on CUDA it times batch 1 eagerly and replayed as a
+CUDA graph, which removes the launch overhead those operations cost.
+
 Throughput is the median over repeats after warm-up; the models are timed in turns
 (round-robin), so a slow-down of the machine hits all of them alike. Each model's
 throughput is also given relative to the plain ResNet of the same depth, measured in
@@ -15,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
@@ -38,6 +44,62 @@ def count_gflops(model: torch.nn.Module, image_size: int, device: str = "cpu") -
     with counter, torch.no_grad():
         model(x)
     return counter.get_total_flops() / 2 / 1e9
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(model: torch.nn.Module, image_size: int, device: str = "cpu") -> int:
+    """ATen operations (views included) dispatched by one no-grad forward pass at batch 1."""
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    counter = _OpCounter()
+    with counter, torch.no_grad():
+        model(x)
+    return counter.count
+
+
+def time_batch_one(model: torch.nn.Module, image_size: int, device: str, repeats: int, warmup: int,
+                   graph: bool) -> float:
+    """Median milliseconds of one batch-1 forward pass, eager or replayed from a CUDA graph.
+
+    The graph is captured on a side stream after warm-up passes, as CUDA graphs require;
+    replaying it launches the whole forward pass at once, so what remains is the GPU's own
+    work. Without CUDA, ``graph`` is refused.
+    """
+    if graph and not device.startswith("cuda"):
+        raise ValueError("CUDA graphs need a CUDA device")
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    with torch.no_grad():
+        if graph:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(max(warmup, 1)):
+                    model(x)
+            torch.cuda.current_stream().wait_stream(stream)
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
+                model(x)
+            run = cuda_graph.replay
+        else:
+            def run():
+                model(x)
+        times = []
+        for turn in range(warmup + repeats):
+            _sync(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            if turn >= warmup:
+                times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
 
 
 def _sync(device: str) -> None:
@@ -98,8 +160,15 @@ def profile_models(names: list[str], image_size: int = 224, batch_sizes=(1, 32),
             model = model.to(memory_format=torch.channels_last)
         models[name] = model
     rows = {name: {"model": name, "params_m": count_parameters(m) / 1e6,
-                   "gflops": count_gflops(m, image_size, device), "throughput": {}, "relative": {}}
+                   "gflops": count_gflops(m, image_size, device), "ops": count_ops(m, image_size, device),
+                   "throughput": {}, "relative": {}}
             for name, m in models.items()}
+    for row in rows.values():
+        row["added_ops"] = row["ops"] - rows[f"resnet{parse_model_name(row['model'])[0]}"]["ops"]
+    if device.startswith("cuda"):
+        for name, model in models.items():
+            rows[name]["latency_ms"] = {"eager": time_batch_one(model, image_size, device, repeats, warmup, False),
+                                        "cuda_graph": time_batch_one(model, image_size, device, repeats, warmup, True)}
     for batch_size in batch_sizes:
         speed = measure_throughput(models, batch_size, image_size, device, repeats, warmup, amp, progress, training)
         for name, row in rows.items():
@@ -107,18 +176,38 @@ def profile_models(names: list[str], image_size: int = 224, batch_sizes=(1, 32),
             row["relative"][str(batch_size)] = speed[name] / speed[f"resnet{parse_model_name(name)[0]}"]
     settings = {"image_size": image_size, "batch_sizes": list(batch_sizes), "device": device, "repeats": repeats,
                 "warmup": warmup, "amp": amp, "training": training, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    return {"settings": settings, "models": [rows[name] for name in all_names]}
+    return {"settings": settings, "models": [rows[name] for name in all_names], "op_ratios": op_ratios(rows)}
+
+
+def op_ratios(rows: dict[str, dict]) -> list[dict]:
+    """For each EMCA model whose base is in ``rows``: the ops EMCA adds over the ops its
+    base (attention in every block) adds, both relative to the plain ResNet."""
+    ratios = []
+    for name, row in rows.items():
+        depth, attention, emca = parse_model_name(name)
+        base = rows.get(f"resnet{depth}_{attention}")
+        if emca and base and base["added_ops"] > 0:
+            ratios.append({"model": name, "base": base["model"], "added_ops": row["added_ops"],
+                           "base_added_ops": base["added_ops"], "ratio": row["added_ops"] / base["added_ops"]})
+    return ratios
 
 
 def markdown_table(result: dict) -> str:
     batches = [str(b) for b in result["settings"]["batch_sizes"]]
-    header = ["model", "params (M)", "GFLOPs"] + [f"img/s @{b}" for b in batches] + [f"vs plain @{b}" for b in batches]
+    cuda = any("latency_ms" in row for row in result["models"])
+    header = ["model", "params (M)", "GFLOPs", "ops @1", "added ops"] + [f"img/s @{b}" for b in batches]
+    header += [f"vs plain @{b}" for b in batches] + (["ms @1 eager", "ms @1 CUDA graph"] if cuda else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in result["models"]:
-        cells = [row["model"], f"{row['params_m']:.3f}", f"{row['gflops']:.3f}"]
+        cells = [row["model"], f"{row['params_m']:.3f}", f"{row['gflops']:.3f}", str(row["ops"]), f"+{row['added_ops']}"]
         cells += [f"{row['throughput'][b]:.1f}" for b in batches]
         cells += [f"{row['relative'][b]:.3f}x" for b in batches]
+        if cuda:
+            cells += [f"{row['latency_ms']['eager']:.2f}", f"{row['latency_ms']['cuda_graph']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    for ratio in result.get("op_ratios", []):
+        lines.append(f"\n{ratio['model']} adds {ratio['added_ops']} ops, {ratio['ratio']:.2f}x the "
+                     f"{ratio['base_added_ops']} of {ratio['base']}")
     return "\n".join(lines)
 
 

@@ -55,6 +55,9 @@ class ChannelAttention(nn.Module):
             :class:`ReleasedEMCA`).
     """
 
+    # True for modules applied to a block's output after the residual sum (BAM, A2-Net).
+    after_residual = False
+
     def __init__(self, channels: int, sources: tuple[tuple[str, int], ...] = (), gate: str = "mul"):
         super().__init__()
         if gate not in GATES:
@@ -93,13 +96,30 @@ class ChannelAttention(nn.Module):
         """Cross-channel operator ``W_m2``: descriptor -> logits ``[N, C]``."""
         raise NotImplementedError
 
-    def align(self, s: Tensor) -> Tensor:
-        """CDA of a preceding map's pooled descriptor: tile its channels up to ``C0``.
+    @classmethod
+    def pool_source(cls, x: Tensor) -> Tensor:
+        """``pool`` of a preceding map, as EMCA aggregates it (same values; subclasses may
+        compute it with fewer operations)."""
+        return cls.pool(x)
 
-        Tiling and pooling commute, so the map is pooled first (by ``ResNet``, as soon
-        as it is produced) and only its descriptor is tiled: same result, far cheaper.
+    def aggregate(self, s: Tensor, context: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+        """EMCA's descriptors of all scales, source on the last axis: ``[N, C, (2,) R]``.
+
+        CDA tiles a preceding map's channels up to ``C0``; tiling and pooling commute, so
+        only descriptors are tiled. Consecutive sources of equal width are stacked first
+        and tiled together: one repeat per width, not one per source.
         """
-        return s.repeat(1, self.channels // s.shape[1], *([1] * (s.dim() - 2)))
+        parts, run = [s.unsqueeze(-1)], [context[0]]
+        for m in list(context[1:]) + [None]:
+            if m is not None and m.shape[1] == run[0].shape[1]:
+                run.append(m)
+                continue
+            stacked = torch.stack(run, dim=-1)
+            repeats = [1] * stacked.dim()
+            repeats[1] = self.channels // stacked.shape[1]
+            parts.append(stacked.repeat(repeats))
+            run = [m]
+        return torch.cat(parts, dim=-1)
 
     def scales(self, x: Tensor, context: list[Tensor] | tuple[Tensor, ...] = ()) -> Tensor:
         """Channel scales ``z`` ``[N, C]`` for the map ``x``.
@@ -117,9 +137,9 @@ class ChannelAttention(nn.Module):
                     f"{len(self.source_labels) - 1} preceding maps but got {len(context)}; "
                     "run it through the full model's forward"
                 )
-            stacked = torch.stack([s] + [self.align(m) for m in context], dim=-1)
+            stacked = self.aggregate(s, context)
             # conv1d(kernel=R, stride=R, no bias) over the stacked scales == weighted sum.
-            s = F.relu(stacked @ self.scale_weights.to(stacked.dtype))
+            s = F.relu((stacked * self.scale_weights.to(stacked.dtype)).sum(-1))
         z = torch.sigmoid(self.excite(s))
         if self.recorder is not None:
             self._record(z, stacked)
@@ -252,6 +272,16 @@ class SRM(ChannelAttention):
 
     def pool(self, x: Tensor) -> Tensor:
         return style_pool(x, self.std)
+
+    @staticmethod
+    def pool_source(x: Tensor, std: str = "biased") -> Tensor:
+        # EMCA pools up to 14 preceding maps: one fused moment reduction each, not ten ops
+        # (fewer kernel launches; style_pool keeps its CPU-tuned reductions for the gated maps).
+        if x.dtype not in (torch.float32, torch.float64):  # half types: float32 moments
+            return style_pool(x, std)
+        unbiased = std == "unbiased" and x.shape[2] * x.shape[3] > 1
+        var, mean = torch.var_mean(x, dim=(2, 3), correction=1 if unbiased else 0)
+        return torch.stack([mean, var.add_(1e-5).sqrt_()], dim=-1)
 
     def excite(self, s: Tensor) -> Tensor:
         return self.bn((s * self.cfc.to(s.dtype)).sum(-1))

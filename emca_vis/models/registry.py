@@ -1,9 +1,10 @@
 """Model names -> ResNets with attention: ``create_model`` and ``list_models``.
 
 Names are ``resnet{depth}`` (plain, torchvision-identical) and ``resnet{depth}_{attn}``
-with ``attn`` one of :data:`ATTENTIONS` or ``emca_{base}`` for a base in
-:data:`EMCA_BASES`; ``resnet{depth}_emca_eca_released`` is the model of the EMCA
-authors' released code (:class:`~.attention.ReleasedEMCA`), which is not the paper's.
+with ``attn`` one of :data:`ATTENTIONS`, ``emca_{base}`` for a base in
+:data:`EMCA_BASES`, or one of the paper's other baselines in :data:`BASELINES`
+(``fca``, ``bam``, ``epsa``, ``sa``, ``a2``); ``resnet{depth}_emca_eca_released`` is the
+model of the EMCA authors' released code (:class:`~.attention.ReleasedEMCA`), which is not the paper's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from functools import partial
 
 from torch import nn
 
-from .attention import ATTENTIONS, CBAM_SPATIALS, EMCA_BASES, SRM_STDS, ChannelAttention, ReleasedEMCA, style_pool
+from .attention import ATTENTIONS, CBAM_SPATIALS, EMCA_BASES, SRM_STDS, SRM, ChannelAttention, ReleasedEMCA, style_pool
+from .baselines import BASELINES
 from .resnet import BasicBlock, Bottleneck, ResNet, stage_widths
 
 DEPTHS = {
@@ -29,6 +31,9 @@ _NAME = re.compile(r"resnet(\d+)(?:_(emca_)?([a-z0-9]+?)(_released)?)?")
 # Options that belong to one attention type: the bases they apply to, and their defaults.
 _ATTENTION_OPTIONS = {"eca_kernels": (("eca",), None), "srm_std": (("srm",), "biased"),
                       "cbam_spatial": (("cbam",), "paper"), "se_divisor": (("se",), None)}
+LABELS = {None: "none", "se": "SE", "eca": "ECA", "srm": "SRM", "cbam": "CBAM",
+          **{name: spec.label for name, spec in BASELINES.items()}}
+"""Display names of the attention types (``None``: the plain ResNet)."""
 
 
 class UnknownModelError(ValueError):
@@ -38,8 +43,9 @@ class UnknownModelError(ValueError):
 def list_models() -> list[str]:
     """Every registered model name."""
     suffixes = ([""] + [f"_{a}" for a in ATTENTIONS] + [f"_emca_{b}" for b in EMCA_BASES]
-                + [f"_emca_{b}_released" for b in RELEASED_BASES])
-    return [f"resnet{depth}{suffix}" for depth in DEPTHS for suffix in suffixes]
+                + [f"_emca_{b}_released" for b in RELEASED_BASES] + [f"_{b}" for b in BASELINES])
+    return [f"resnet{depth}{suffix}" for depth in DEPTHS for suffix in suffixes
+            if not (suffix[1:] in BASELINES and BASELINES[suffix[1:]].bottleneck_only and DEPTHS[depth][0] is BasicBlock)]
 
 
 def parse_model_name(name: str) -> tuple[int, str | None, bool]:
@@ -47,10 +53,14 @@ def parse_model_name(name: str) -> tuple[int, str | None, bool]:
     (see :func:`is_released`)."""
     match = _NAME.fullmatch(name)
     if not match or int(match.group(1)) not in DEPTHS or (
-        match.group(3) and match.group(3) not in (EMCA_BASES if match.group(2) else ATTENTIONS)
+        match.group(3) and match.group(3) not in (EMCA_BASES if match.group(2) else (*ATTENTIONS, *BASELINES))
     ) or (match.group(4) and not (match.group(2) and match.group(3) in RELEASED_BASES)):
         raise UnknownModelError(f"unknown model {name!r}; see emca_vis.models.list_models()")
-    return int(match.group(1)), match.group(3), bool(match.group(2))
+    depth, attn = int(match.group(1)), match.group(3)
+    if attn in BASELINES and BASELINES[attn].bottleneck_only and DEPTHS[depth][0] is BasicBlock:
+        raise UnknownModelError(f"unknown model {name!r}: {BASELINES[attn].label} replaces the 3x3 conv of "
+                                f"bottleneck blocks; use depth 50, 101 or 152")
+    return depth, attn, bool(match.group(2))
 
 
 def is_released(name: str) -> bool:
@@ -138,8 +148,13 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
     if released and (placement is not None or emca_stages != 1 or emca_blocks != "all" or gate != "mul"):
         raise ValueError(f"{name} has the released code's fixed structure; placement, emca_stages, "
                          "emca_blocks and gate do not apply")
-    placement = placement or ("first" if is_emca else "all")
-    _check_choice("placement", placement, PLACEMENTS)
+    baseline = BASELINES.get(attn)
+    if baseline and baseline.placement and placement not in (None, baseline.placement):
+        raise ValueError(f"placement={placement!r} does not apply to {name}: {baseline.label} "
+                         f"places its modules as its paper does ({baseline.placement})")
+    placement = placement or (baseline.placement if baseline and baseline.placement else "first" if is_emca else "all")
+    block = baseline.block if baseline and baseline.block else block
+    _check_choice("placement", placement, PLACEMENTS if not (baseline and baseline.placement) else (baseline.placement,))
     _check_choice("emca_stages", emca_stages, (0, 1, "all"))
     _check_choice("emca_blocks", emca_blocks, (1, "all"))
     widths = stage_widths(width)
@@ -160,6 +175,9 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
             sources[(stage, index)] = keys
             labels = [source_label(k) + ("" if k == (0, 0) else " residual") for k in keys]
             return ReleasedEMCA(channels, tuple(zip(labels, map(channels_of, keys))), **kernel)
+        if baseline:
+            return baseline.build(channels, stage, gate=gate) if baseline.module and baseline.wants(
+                stage, index, blocks, placement) else None
         if attn is None or not (placement == "all" or (placement == "first" and index == 0)
                                 or (placement == "last" and index == blocks - 1)):
             return None
@@ -169,15 +187,21 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
         return ATTENTIONS[attn](channels, sources=tuple((source_label(k), channels_of(k)) for k in keys), gate=gate,
                                 **kernel, **module_options)
 
-    if attn == "srm":
-        source_pool = partial(style_pool, std=srm_std)
+    if attn == "srm":  # EMCA-SRM sources pooled with the module's std (the released model is ECA)
+        source_pool = partial(SRM.pool_source, std=srm_std)
     else:
-        source_pool = ATTENTIONS[attn].pool if attn else None
+        source_pool = ATTENTIONS[attn].pool_source if is_emca else None
     model = ResNet(block, layers, num_classes, attention=attention, stem=stem, width=width, sources=sources,
                    source_pool=source_pool, residual_sources=released)
+    for module_name, module in model.named_modules():
+        if isinstance(module, ChannelAttention) and not module.record_name:  # EPSANet's conv2
+            stage, index = module_name.split(".")[:2]
+            module.record_name, module.stage, module.block = f"{stage}.{index}", int(stage[5:]), int(index)
     config = {"name": name, "num_classes": num_classes}
     if not released:
-        config |= {"placement": placement, "emca_stages": emca_stages, "emca_blocks": emca_blocks}
+        # Placements only their paper defines (BAM, A2-Net) are implied by the name: None.
+        config |= {"placement": None if placement not in PLACEMENTS else placement,
+                   "emca_stages": emca_stages, "emca_blocks": emca_blocks}
     config |= {"stem": stem, "width": width}
     if not released:
         config["gate"] = gate

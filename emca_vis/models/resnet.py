@@ -37,6 +37,17 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
 
 
+def _attend(attn: ChannelAttention | None, out: Tensor, identity: Tensor, relu: nn.Module, context) -> Tensor:
+    """``relu(attn(out) + identity)``, or ``attn(relu(out + identity))`` for modules that
+    act on the block's output. Either way the module gates a map the block owns."""
+    if attn is not None and not attn.after_residual:
+        out = attn(out, context, inplace=True)
+    out = relu(out.add_(identity))
+    if attn is not None and attn.after_residual:
+        out = attn(out, context, inplace=True)
+    return out
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -55,10 +66,7 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        if self.attn is not None:
-            out = self.attn(out, context, inplace=True)  # out is this block's own map
-        out += identity
-        return self.relu(out)
+        return _attend(self.attn, out, identity, self.relu, context)
 
 
 class Bottleneck(nn.Module):
@@ -82,10 +90,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        if self.attn is not None:
-            out = self.attn(out, context, inplace=True)  # out is this block's own map
-        out += identity
-        return self.relu(out)
+        return _attend(self.attn, out, identity, self.relu, context)
 
 
 class ResNet(nn.Module):

@@ -17,10 +17,8 @@ from ..checkpoint.classes import same_classes
 from ..data import build_dataset
 from ..errors import UserError
 from ..inputs import LoadedModel
-from ..models import UnknownModelError, parse_model_name
+from ..models import LABELS, UnknownModelError, parse_model_name
 from ..profile import count_gflops, count_parameters, measure_throughput
-
-ATTENTION_NAMES = {None: "none", "se": "SE", "eca": "ECA", "srm": "SRM", "cbam": "CBAM"}
 
 
 def architecture(meta: dict) -> dict:
@@ -30,7 +28,7 @@ def architecture(meta: dict) -> dict:
     except UnknownModelError:
         depth, attention, emca = None, None, False
     kwargs = meta["model_kwargs"]
-    name = ATTENTION_NAMES.get(attention, str(attention))
+    name = LABELS.get(attention, str(attention))
     released = emca and meta["model"].endswith("_released")
     return {"depth": depth, "attention": attention, "emca": emca,
             "kind": (f"EMCA-{name} (released code)" if released else f"EMCA-{name}") if emca else name,
