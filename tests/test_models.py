@@ -35,9 +35,11 @@ def randomise(model, seed=0):
     return model
 
 
-def test_forty_five_registered_names():
+def test_sixty_eight_registered_names():
     names = list_models()
-    assert len(names) == 45 == len(set(names))  # 8 per depth, and the released EMCA-ECA model
+    # 13 per depth (plain, 4 + 5 baselines, 3 EMCA) and the released EMCA-ECA model, but no basic-block EPSANet
+    assert len(names) == 68 == len(set(names))
+    assert "resnet18_epsa" not in names and "resnet50_epsa" in names and "resnet18_emca_eca_released" in names
     for depth in (18, 34, 50, 101, 152):
         assert f"resnet{depth}" in names
         for attn in ("se", "eca", "srm", "cbam", "emca_se", "emca_eca", "emca_srm", "emca_eca_released"):

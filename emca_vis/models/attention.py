@@ -243,7 +243,7 @@ def style_pool(x: Tensor, std: str = "biased") -> Tensor:
     """
     # Moments accumulated in at least float32 (bf16/fp16 variances lose too much precision), by
     # reductions that allocate no copy of x: several times faster than torch.var_mean on CPU.
-    dtype = torch.promote_types(x.dtype, torch.float32)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # not promote_types: an ATen op
     n = x.shape[2] * x.shape[3]
     if std == "unbiased":
         # Two passes, as Tensor.var in the official code: imported weights then give its outputs
@@ -364,7 +364,7 @@ class ReleasedEMCA(ECA):
         s = self.pool(x)
         if self.keep_pooled:
             self.pooled = s
-        stacked = torch.stack([s] + [self.align(m) for m in context], dim=-1)
+        stacked = self.aggregate(s, context)
         local = torch.sigmoid(self.conv(s[:, None, :]))
         aggregated = F.relu(stacked @ self.scale_weights.to(stacked.dtype))
         wide = torch.sigmoid(self.global_conv(aggregated[:, None, :]))
