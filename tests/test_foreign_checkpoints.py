@@ -357,8 +357,8 @@ def test_minimal_metadata_and_foreign_spec_through_robustness(minimal, tmp_path)
     spec = f"resnet18={tmp_path / 'ddp.pth'}"
     assert run_cli(main, ["--checkpoint", spec, "--data", f"folder:{tmp_path / 'data'}", "--split", "val",
                           "--n", "3", "--batch-size", "3", "--corruptions", "contrast", "--severities", "1",
-                          "--out", str(tmp_path / "r2.json")]) == 0
-    assert json.loads((tmp_path / "r2.json").read_text())["models"]["resnet18"]["checkpoint"] == spec
+                          "--out", str(tmp_path / "foreign.json")]) == 0
+    assert json.loads((tmp_path / "foreign.json").read_text())["models"]["resnet18"]["checkpoint"] == spec
 
 
 def test_imagenet_synset_folders_are_imagenet_names(tmp_path):
