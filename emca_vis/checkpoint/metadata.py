@@ -5,6 +5,8 @@ Required: ``model`` (a registered name) and ``num_classes``. Optional, with defa
 
 | field | default | checked |
 |---|---|---|
+| ``task`` | ``"classification"`` | ``"classification"`` or ``"detection"`` (then ``model`` is a detector name, ``num_classes`` counts object classes) |
+| ``detector`` | ``None``; for detection ``DetectorOptions``' defaults | ``min_size``/``max_size`` (8-4096 px), ``trainable_layers`` (0-5), ``frozen_bn``, ``fpn_channels`` |
 | ``model_kwargs`` | ``{}`` (``create_model``'s defaults) | known options of ``create_model``, their values |
 | ``class_names`` | ``"0"``, ``"1"``, ... | exactly ``num_classes`` names of 1-256 characters |
 | ``input_size`` | 224 | 8-2048 px |
@@ -21,8 +23,10 @@ import inspect
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationInfo
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
+from ..detection.names import parse_detector_name
 from ..models import UnknownModelError, create_model, parse_model_name
 from ..models.attention import GATES
 from ..models.registry import PLACEMENTS
@@ -63,6 +67,24 @@ class ModelOptions(BaseModel):
         unknown = sorted(set(self.model_extra or {}) - accepted)
         if unknown:
             raise ValueError(f"unknown model option {unknown[0]!r}; create_model takes {', '.join(sorted(accepted))}")
+        return self
+
+
+class DetectorOptions(BaseModel):
+    """``create_detector``'s options (see :mod:`emca_vis.detection.models`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_size: Count = Field(800, ge=8, le=MAX_RESIZE)
+    max_size: Count = Field(1333, ge=8, le=MAX_RESIZE)
+    trainable_layers: Count = Field(3, ge=0, le=5)
+    frozen_bn: bool = True
+    fpn_channels: Count = Field(256, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DetectorOptions:
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size={self.max_size} is smaller than min_size={self.min_size}")
         return self
 
 
@@ -109,6 +131,7 @@ class CheckpointMetadata(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
     __pydantic_extra__: dict[str, FreeJson]
 
+    task: Literal["classification", "detection"] = "classification"
     model: Name
     num_classes: Count = Field(ge=1, le=MAX_CLASSES)
     model_kwargs: ModelOptions = Field(default_factory=ModelOptions)
@@ -117,6 +140,7 @@ class CheckpointMetadata(BaseModel):
     resize: Count | None = Field(None, ge=MIN_INPUT_SIZE, le=MAX_RESIZE)
     mean: list[Mean] = Field(list(IMAGENET_MEAN), min_length=3, max_length=3)
     std: list[Std] = Field(list(IMAGENET_STD), min_length=3, max_length=3)
+    detector: DetectorOptions | None = None
     dataset: Text | None = None
     metrics: Annotated[dict[Name, Any], _typed(Metrics)] = Field(default_factory=dict)
     train_args: Annotated[dict[Name, Any], _typed(TrainArgs)] = Field(default_factory=dict)
@@ -125,15 +149,19 @@ class CheckpointMetadata(BaseModel):
 
     @field_validator("model")
     @classmethod
-    def _registered(cls, name: str) -> str:
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
         try:
-            parse_model_name(name)
+            (parse_detector_name if info.data.get("task") == "detection" else parse_model_name)(name)
         except UnknownModelError as error:
             raise ValueError(str(error)) from None
         return name
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckpointMetadata:
+        if self.task == "detection" and self.detector is None:
+            self.detector = DetectorOptions()
+        elif self.task != "detection" and self.detector is not None:
+            raise ValueError("detector options in a classification checkpoint")
         if self.class_names is None:
             self.class_names = [str(i) for i in range(self.num_classes)]
         elif len(self.class_names) != self.num_classes:
