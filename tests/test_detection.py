@@ -30,7 +30,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from .test_models import randomise
 
-TINY = {"min_size": 64, "max_size": 64, "width": 0.125, "fpn_channels": 16}
+TINY = {"min_size": 64, "max_size": 64, "width": 0.125, "fpn_channels": 16, "representation_size": 32}
 
 
 def _targets(masks: bool):
@@ -222,7 +222,8 @@ def test_detector_checkpoint_round_trip(tmp_path):
     meta = read_metadata(path)
     assert meta["task"] == "detection" and meta["num_classes"] == 2
     assert meta["detector"] == {"min_size": 64, "max_size": 64, "trainable_layers": 5, "frozen_bn": True,
-                                "fpn_channels": 16}
+                                "fpn_channels": 16, "representation_size": 32, "box_batch_size_per_image": 512,
+                                "proposals": 1000}
     loaded, meta = load_checkpoint(path, task="detection")
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     images = [torch.rand(3, 64, 64)]
@@ -270,3 +271,22 @@ def test_profile_takes_detectors_and_compares_with_the_plain_detector():
     assert result["settings"]["detection_size"] == [64, 96]
     with pytest.raises(ValueError, match=r"--train times classifiers only"):
         profile_models(["retinanet_resnet18_fpn"], training=True)
+
+
+def test_faster_rcnn_with_emca_backbone_learns_on_multishapes():
+    torch.manual_seed(0)
+    dataset = multishapes("train", 2, 64)
+    images, targets = zip(*(dataset[i] for i in range(2)))
+    targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
+    model = create_detector("fasterrcnn_resnet18_emca_eca_fpn", len(dataset.classes), box_batch_size_per_image=64,
+                            proposals=100, **TINY).train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
+    losses = []
+    for _ in range(12):
+        loss = sum(model(list(images), targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3, losses
+    assert model.backbone.body.layer2[0].attn.scale_weights.grad is not None  # EMCA's weights are trained

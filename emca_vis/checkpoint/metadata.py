@@ -6,7 +6,7 @@ Required: ``model`` (a registered name) and ``num_classes``. Optional, with defa
 | field | default | checked |
 |---|---|---|
 | ``task`` | ``"classification"`` | ``"classification"`` or ``"detection"`` (then ``model`` is a detector name, ``num_classes`` counts object classes) |
-| ``detector`` | ``None``; for detection ``DetectorOptions``' defaults | ``min_size``/``max_size`` (8-4096 px), ``trainable_layers`` (0-5), ``frozen_bn``, ``fpn_channels`` |
+| ``detector`` | ``None``; for detection ``DetectorOptions``' defaults | ``min_size``/``max_size`` (8-4096 px), ``trainable_layers`` (0-5), ``frozen_bn``, ``fpn_channels``, ``representation_size``, ``box_batch_size_per_image``, ``proposals`` |
 | ``model_kwargs`` | ``{}`` (``create_model``'s defaults) | known options of ``create_model``, their values |
 | ``class_names`` | ``"0"``, ``"1"``, ... | exactly ``num_classes`` names of 1-256 characters |
 | ``input_size`` | 224 | 8-2048 px |
@@ -80,6 +80,9 @@ class DetectorOptions(BaseModel):
     trainable_layers: Count = Field(3, ge=0, le=5)
     frozen_bn: bool = True
     fpn_channels: Count = Field(256, ge=1, le=4096)
+    representation_size: Count = Field(1024, ge=1, le=1 << 16)
+    box_batch_size_per_image: Count = Field(512, ge=1, le=1 << 16)
+    proposals: Count = Field(1000, ge=1, le=1 << 20)
 
     @model_validator(mode="after")
     def _sizes(self) -> DetectorOptions:

@@ -32,6 +32,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
@@ -94,8 +96,9 @@ class ResNetFPN(nn.Module):
 
 def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_size: int = 1333,
                     trainable_layers: int | None = None, frozen_bn: bool | None = None, fpn_channels: int = 256,
-                    backbone_weights: dict[str, Tensor] | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    **model_kwargs) -> nn.Module:
+                    representation_size: int = 1024, box_batch_size_per_image: int = 512,
+                    proposals: int = 1000, backbone_weights: dict[str, Tensor] | None = None,
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD, **model_kwargs) -> nn.Module:
     """Build a detector (see the module docstring for names and the recipe).
 
     Args:
@@ -105,6 +108,10 @@ def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_siz
         trainable_layers: backbone stages trained, counting from ``layer4`` (5: all and the stem).
         frozen_bn: BatchNorm of the backbone frozen (attention modules' too).
         fpn_channels: channels of the pyramid and the heads (256 in torchvision).
+        representation_size: R-CNN box head's hidden width (torchvision: 1024).
+        box_batch_size_per_image: R-CNN proposals sampled per training image (torchvision: 512).
+        proposals: R-CNN proposals kept after NMS at test time, twice as many in training
+            (torchvision: 1000 and 2000). The last three make small detectors cheap on a CPU.
         backbone_weights: a classification state dict (emca-vis or torchvision keys) for the backbone.
         model_kwargs: ``create_model`` options of the backbone (``width``, ``placement``, ...).
     """
@@ -118,8 +125,10 @@ def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_siz
     frozen_bn = pretrained if frozen_bn is None else frozen_bn
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
-    if fpn_channels < 1:
-        raise ValueError(f"fpn_channels must be positive, got {fpn_channels}")
+    for option, value in (("fpn_channels", fpn_channels), ("representation_size", representation_size),
+                          ("box_batch_size_per_image", box_batch_size_per_image), ("proposals", proposals)):
+        if value < 1:
+            raise ValueError(f"{option} must be positive, got {value}")
 
     body = create_model(backbone_name, **model_kwargs)
     if pretrained:
@@ -135,12 +144,26 @@ def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_siz
         backbone = ResNetFPN(body, [2, 3, 4], fpn_channels, LastLevelP6P7(fpn_channels, fpn_channels))
     else:
         backbone = ResNetFPN(body, [1, 2, 3, 4], fpn_channels, LastLevelMaxPool())
-    model = FAMILIES[family](backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
-                             image_mean=list(mean), image_std=list(std))
+    common = {"min_size": min_size, "max_size": max_size, "image_mean": list(mean), "image_std": list(std)}
+    if family == "retinanet":
+        model = RetinaNet(backbone, num_classes=num_classes + 1, **common)
+    else:
+        resolution = 7  # torchvision's RoIAlign output for the box head
+        heads = {"box_head": TwoMLPHead(fpn_channels * resolution ** 2, representation_size),
+                 "box_predictor": FastRCNNPredictor(representation_size, num_classes + 1)}
+        if family == "maskrcnn":  # torchvision's mask head is 256 wide whatever the pyramid
+            heads["mask_predictor"] = MaskRCNNPredictor(256, 256, num_classes + 1)
+        model = FAMILIES[family](
+            backbone, num_classes=None, **heads,
+            box_batch_size_per_image=box_batch_size_per_image, rpn_pre_nms_top_n_train=2 * proposals,
+            rpn_post_nms_top_n_train=2 * proposals, rpn_pre_nms_top_n_test=proposals,
+            rpn_post_nms_top_n_test=proposals, **common)
     options = {k: v for k, v in body.config.items() if k not in ("name", "num_classes")}
     model.config = {"name": name, "num_classes": num_classes, **options}
     # What a checkpoint of this model records besides config (see emca_vis.checkpoint).
     model.metadata = {"task": "detection", "mean": list(mean), "std": list(std), "input_size": min(min_size, 2048),
                       "detector": {"min_size": min_size, "max_size": max_size, "trainable_layers": trainable_layers,
-                                   "frozen_bn": frozen_bn, "fpn_channels": fpn_channels}}
+                                   "frozen_bn": frozen_bn, "fpn_channels": fpn_channels,
+                                   "representation_size": representation_size,
+                                   "box_batch_size_per_image": box_batch_size_per_image, "proposals": proposals}}
     return model
