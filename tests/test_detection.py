@@ -120,7 +120,8 @@ def test_multishapes_is_deterministic_with_exact_boxes_and_masks():
     counts = [len(a.coco.imgToAnns[i]) for i in a.ids]
     assert all(1 <= n <= 4 for n in counts) and max(counts) > 1
     masks = target["masks"].bool()
-    assert masks.shape[0] == len(target["boxes"]) == len(target["labels"]) and set(target["labels"].tolist()) <= {1, 2, 3, 4}
+    assert masks.shape[0] == len(target["boxes"]) == len(target["labels"])
+    assert set(target["labels"].tolist()) <= {1, 2, 3, 4}
     assert not (masks.sum(0) > 1).any()  # objects never overlap
     for mask, box in zip(masks, target["boxes"]):
         rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]

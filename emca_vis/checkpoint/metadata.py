@@ -5,8 +5,8 @@ Required: ``model`` (a registered name) and ``num_classes``. Optional, with defa
 
 | field | default | checked |
 |---|---|---|
-| ``task`` | ``"classification"`` | ``"classification"`` or ``"detection"`` (then ``model`` is a detector name, ``num_classes`` counts object classes) |
-| ``detector`` | ``None``; for detection ``DetectorOptions``' defaults | ``min_size``/``max_size`` (8-4096 px), ``trainable_layers`` (0-5), ``frozen_bn``, ``fpn_channels``, ``representation_size``, ``box_batch_size_per_image``, ``proposals`` |
+| ``task`` | ``"classification"`` | ``"classification"`` or ``"detection"`` (see below) |
+| ``detector`` | ``None``; for detection :class:`DetectorOptions`' defaults | its fields and ranges |
 | ``model_kwargs`` | ``{}`` (``create_model``'s defaults) | known options of ``create_model``, their values |
 | ``class_names`` | ``"0"``, ``"1"``, ... | exactly ``num_classes`` names of 1-256 characters |
 | ``input_size`` | 224 | 8-2048 px |
@@ -15,6 +15,10 @@ Required: ``model`` (a registered name) and ``num_classes``. Optional, with defa
 | ``dataset`` | ``None`` | a string |
 | ``metrics``, ``train_args`` | ``{}`` | objects; the keys the tools show typed (``epoch``, ``val_top1``, ``lr``, ...) |
 | anything else | kept | JSON nested at most 16 levels; NaN and infinities read as ``null`` |
+
+A detection checkpoint (``task: "detection"``) names a detector in ``model``
+(``fasterrcnn_resnet50_emca_eca_fpn``), counts object classes (background not included) in
+``num_classes``, keeps the backbone's options in ``model_kwargs`` and the detector's in ``detector``.
 """
 
 from __future__ import annotations
