@@ -11,6 +11,14 @@ Throughput is the median over repeats after warm-up; the models are timed in tur
 (round-robin), so a slow-down of the machine hits all of them alike. Each model's
 throughput is also given relative to the plain ResNet of the same depth, measured in
 the same run (added to the run when not asked for).
+
+Detectors (``fasterrcnn_resnet50_emca_eca_fpn``, ...; see :mod:`emca_vis.detection`) are
+measured at ``--detection-size`` (height, width; 800 x 1333 by default, their usual test
+size) with 80 classes (COCO), in inference only, relative to the plain detector of their
+family and depth. Their score threshold is lifted so that every image yields the maximum
+of 100 detections: the mask head of an untrained Mask R-CNN would otherwise never run.
+
+    python -m emca_vis.profile --models fasterrcnn_resnet50_fpn fasterrcnn_resnet50_emca_eca_fpn --batch-sizes 1
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from .detection.models import create_detector
+from .detection.names import is_detector_name, parse_detector_name
 from .errors import run_cli
 from .models import create_model, parse_model_name
 from .options import Parser, int_range, nonnegative_int, positive_int
@@ -36,10 +46,12 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_gflops(model: torch.nn.Module, image_size: int, device: str = "cpu") -> float:
+def count_gflops(model: torch.nn.Module, image_size: int | tuple[int, int], device: str = "cpu") -> float:
     """Multiply-accumulates of one image's forward pass, in billions (the convention of
-    the ResNet papers: ResNet-50 = 4.1). ``FlopCounterMode`` counts 2 FLOPs per MAC."""
-    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    the ResNet papers: ResNet-50 = 4.1). ``FlopCounterMode`` counts 2 FLOPs per MAC.
+    ``image_size``: a side, or (height, width)."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    x = torch.zeros(1, 3, height, width, device=device)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)
@@ -107,12 +119,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure_throughput(models: dict[str, torch.nn.Module], batch_size: int, image_size: int, device: str,
+def measure_throughput(models: dict[str, torch.nn.Module], batch_size: int, image_size: int | tuple[int, int],
+                       device: str,
                        repeats: int, warmup: int, amp: bool = False, progress: bool = True,
                        training: bool = False) -> dict[str, float]:
     """Images per second, median over ``repeats`` turns: of a no-grad forward pass, or with
     ``training`` of a full SGD step (forward, cross-entropy backward, update) in train mode."""
-    x = torch.randn(batch_size, 3, image_size, image_size, device=device)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    x = torch.randn(batch_size, 3, height, width, device=device)
     if device.startswith("cuda"):
         x = x.to(memory_format=torch.channels_last)
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=amp)
@@ -143,39 +157,76 @@ def _training_step(model: torch.nn.Module, x: torch.Tensor):
     return step
 
 
+def plain_name(name: str) -> str:
+    """The plain network a model is compared with: ResNet (or detector over a ResNet) of its depth."""
+    if is_detector_name(name):
+        family, backbone = parse_detector_name(name)
+        return f"{family}_resnet{parse_model_name(backbone)[0]}_fpn"
+    return f"resnet{parse_model_name(name)[0]}"
+
+
+def build_for_profile(name: str, num_classes: int = 1000, detection_size: tuple[int, int] = (800, 1333),
+                      detection_classes: int = 80) -> torch.nn.Module:
+    """A model in eval mode; a detector sized for ``detection_size`` and always giving 100 detections."""
+    if not is_detector_name(name):
+        return create_model(name, num_classes=num_classes).eval()
+    model = create_detector(name, detection_classes, min_size=min(detection_size), max_size=max(detection_size))
+    if hasattr(model, "roi_heads"):
+        model.roi_heads.score_thresh = 0.0
+    else:
+        model.score_thresh = 0.0
+    return model.eval()
+
+
 def profile_models(names: list[str], image_size: int = 224, batch_sizes=(1, 32), device: str = "cpu",
                    repeats: int = 5, warmup: int = 2, amp: bool = False, num_classes: int = 1000,
-                   progress: bool = True, training: bool = False) -> dict:
-    """Build each model (plus the plain ResNet of its depth) and measure it. Returns
+                   progress: bool = True, training: bool = False,
+                   detection_size: tuple[int, int] = (800, 1333)) -> dict:
+    """Build each model (plus the plain network of its depth) and measure it. Returns
     ``{"settings": ..., "models": [{"model", "params_m", "gflops", "throughput":
     {batch: img/s}, "relative": {batch: ratio to plain}}]}``."""
     for name in names:
-        parse_model_name(name)  # unknown names fail before any measuring
-    plain = {f"resnet{parse_model_name(n)[0]}" for n in names}
-    all_names = list(dict.fromkeys(names + sorted(plain - set(names))))
+        plain_name(name)  # unknown names fail before any measuring
+    detectors = [n for n in names if is_detector_name(n)]
+    if detectors and training:
+        raise ValueError(f"--train times classifiers only, not the detector {detectors[0]}")
+    all_names = list(dict.fromkeys(names + sorted({plain_name(n) for n in names} - set(names))))
     models = {}
     for name in all_names:
-        model = create_model(name, num_classes=num_classes).eval().to(device)
+        model = build_for_profile(name, num_classes, detection_size).to(device)
         if device.startswith("cuda"):
             model = model.to(memory_format=torch.channels_last)
         models[name] = model
+    size = {name: tuple(detection_size) if is_detector_name(name) else image_size for name in all_names}
     rows = {name: {"model": name, "params_m": count_parameters(m) / 1e6,
-                   "gflops": count_gflops(m, image_size, device), "ops": count_ops(m, image_size, device),
+                   "gflops": count_gflops(m, size[name], device),
+                   # ATen ops at batch 1: what EMCA saves; detectors' counts depend on their proposals
+                   "ops": None if is_detector_name(name) else count_ops(m, image_size, device),
                    "throughput": {}, "relative": {}}
             for name, m in models.items()}
     for row in rows.values():
-        row["added_ops"] = row["ops"] - rows[f"resnet{parse_model_name(row['model'])[0]}"]["ops"]
+        plain = rows.get(plain_name(row["model"]), {}).get("ops")
+        row["added_ops"] = None if row["ops"] is None or plain is None else row["ops"] - plain
     if device.startswith("cuda"):
         for name, model in models.items():
+            if is_detector_name(name):
+                continue
             rows[name]["latency_ms"] = {"eager": time_batch_one(model, image_size, device, repeats, warmup, False),
                                         "cuda_graph": time_batch_one(model, image_size, device, repeats, warmup, True)}
     for batch_size in batch_sizes:
-        speed = measure_throughput(models, batch_size, image_size, device, repeats, warmup, amp, progress, training)
+        speed = {}
+        for shape in dict.fromkeys(size.values()):  # classifiers and detectors timed at their own sizes
+            group = {name: m for name, m in models.items() if size[name] == shape}
+            speed.update(measure_throughput(group, batch_size, shape, device, repeats, warmup, amp, progress,
+                                            training))
         for name, row in rows.items():
             row["throughput"][str(batch_size)] = speed[name]
-            row["relative"][str(batch_size)] = speed[name] / speed[f"resnet{parse_model_name(name)[0]}"]
+            row["relative"][str(batch_size)] = speed[name] / speed[plain_name(name)]
     settings = {"image_size": image_size, "batch_sizes": list(batch_sizes), "device": device, "repeats": repeats,
-                "warmup": warmup, "amp": amp, "training": training, "threads": torch.get_num_threads(), "torch": torch.__version__}
+                "warmup": warmup, "amp": amp, "training": training, "threads": torch.get_num_threads(),
+                "torch": torch.__version__}
+    if detectors:
+        settings["detection_size"] = list(detection_size)
     return {"settings": settings, "models": [rows[name] for name in all_names], "op_ratios": op_ratios(rows)}
 
 
@@ -184,12 +235,18 @@ def op_ratios(rows: dict[str, dict]) -> list[dict]:
     base (attention in every block) adds, both relative to the plain ResNet."""
     ratios = []
     for name, row in rows.items():
+        if row["added_ops"] is None:
+            continue
         depth, attention, emca = parse_model_name(name)
         base = rows.get(f"resnet{depth}_{attention}")
         if emca and base and base["added_ops"] > 0:
             ratios.append({"model": name, "base": base["model"], "added_ops": row["added_ops"],
                            "base_added_ops": base["added_ops"], "ratio": row["added_ops"] / base["added_ops"]})
     return ratios
+
+
+def _or_dash(value, form: str = "{}") -> str:
+    return "–" if value is None else form.format(value)
 
 
 def markdown_table(result: dict) -> str:
@@ -199,11 +256,13 @@ def markdown_table(result: dict) -> str:
     header += [f"vs plain @{b}" for b in batches] + (["ms @1 eager", "ms @1 CUDA graph"] if cuda else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in result["models"]:
-        cells = [row["model"], f"{row['params_m']:.3f}", f"{row['gflops']:.3f}", str(row["ops"]), f"+{row['added_ops']}"]
+        cells = [row["model"], f"{row['params_m']:.3f}", f"{row['gflops']:.3f}", _or_dash(row["ops"]),
+                 _or_dash(row["added_ops"], "+{}")]
         cells += [f"{row['throughput'][b]:.1f}" for b in batches]
         cells += [f"{row['relative'][b]:.3f}x" for b in batches]
         if cuda:
-            cells += [f"{row['latency_ms']['eager']:.2f}", f"{row['latency_ms']['cuda_graph']:.2f}"]
+            latency = row.get("latency_ms", {})
+            cells += [_or_dash(latency.get("eager"), "{:.2f}"), _or_dash(latency.get("cuda_graph"), "{:.2f}")]
         lines.append("| " + " | ".join(cells) + " |")
     for ratio in result.get("op_ratios", []):
         lines.append(f"\n{ratio['model']} adds {ratio['added_ops']} ops, {ratio['ratio']:.2f}x the "
@@ -216,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="model names (see list_models())")
     # bounded: one 2048 px batch of 32 already takes gigabytes in a ResNet-50's first stage
     parser.add_argument("--image-size", type=int_range(1, 2048), default=224)
-    parser.add_argument("--batch-sizes", type=int_range(1, 4096), nargs="+", default=[1, 32])
+    parser.add_argument("--detection-size", type=int_range(8, 4096), nargs=2, default=[800, 1333], metavar=("H", "W"),
+                        help="input of the detectors")
+    parser.add_argument("--batch-sizes", type=int_range(1, 4096), nargs="*", default=[1, 32],
+                        help="timed batch sizes; none: parameters and GFLOPs only")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed turns per model and batch size")
     parser.add_argument("--warmup", type=nonnegative_int, default=2, help="untimed turns first")
@@ -229,10 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but no CUDA device is available")
     result = profile_models(args.models, args.image_size, args.batch_sizes, args.device, args.repeats,
-                            args.warmup, args.amp, training=args.train)
+                            args.warmup, args.amp, training=args.train, detection_size=tuple(args.detection_size))
     s = result["settings"]
-    print(f"{'training' if s['training'] else 'inference'}, {s['device']}, {s['image_size']} px, {s['threads']} threads, median of {s['repeats']} after "
-          f"{s['warmup']} warm-up, torch {s['torch']}\n")
+    sizes = f"{s['image_size']} px" + (f", detectors {s['detection_size'][0]}x{s['detection_size'][1]}"
+                                       if "detection_size" in s else "")
+    print(f"{'training' if s['training'] else 'inference'}, {s['device']}, {sizes}, {s['threads']} threads, "
+          f"median of {s['repeats']} after {s['warmup']} warm-up, torch {s['torch']}\n")
     print(markdown_table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -45,26 +45,28 @@ class CheckpointError(UserError):
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, **meta) -> Path:
     """Write ``model``'s weights and metadata to ``path`` atomically (temp file + rename).
 
-    ``model`` must come from :func:`create_model` (its ``config`` names the architecture).
+    ``model`` must come from :func:`create_model` or :func:`~emca_vis.detection.create_detector`
+    (its ``config`` names the architecture; a detector's ``metadata`` adds task and options).
     Metadata keywords, all optional (defaults in :mod:`.metadata`): ``class_names``,
     ``input_size``, ``resize``, ``mean``, ``std``, ``dataset``, ``metrics``, ``train_args``, and
     anything else JSON-serialisable. Invalid metadata is a ``ValueError`` before anything is written.
     """
     path = Path(path)
-    config = getattr(model, "config", None)
+    # Unwrap DDP / torch.compile wrappers; safetensors wants contiguous, unshared tensors.
+    module = getattr(model, "module", model)
+    module = getattr(module, "_orig_mod", module)
+    config = getattr(module, "config", None)
     if config is None:
-        raise ValueError("save_checkpoint needs a model built by emca_vis.models.create_model")
+        raise ValueError("save_checkpoint needs a model built by create_model or create_detector")
     record = check_metadata({
         "model": config["name"],
         "model_kwargs": model_options(config),
         "num_classes": config["num_classes"],
         "version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **getattr(module, "metadata", {}),  # a detector's task and options
         **meta,
     })
-    # Unwrap DDP / torch.compile wrappers; safetensors wants contiguous, unshared tensors.
-    module = getattr(model, "module", model)
-    module = getattr(module, "_orig_mod", module)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -135,12 +137,15 @@ def _metadata(path: Path, header: dict[str, str]) -> dict:
 
 def load_checkpoint(checkpoint: str | os.PathLike | CheckpointSpec, map_location: str | torch.device = "cpu", *,
                     num_classes: int | None = None, model: str | None = None, format: str = "auto",
-                    ema: bool = False, allow_nonfinite: bool = False, **model_kwargs):
+                    ema: bool = False, allow_nonfinite: bool = False, task: str | None = "classification",
+                    **model_kwargs):
     """Load a checkpoint; returns ``(model in eval mode, metadata dict with every default filled in)``.
 
     Args:
         checkpoint: a path, or a spec string ``MODEL[:ema][:FORMAT]=PATH`` (:mod:`.spec`) naming
             what a foreign file holds; a ``Path`` is always a path.
+        task: the task the caller handles (``"classification"``, ``"detection"``); a checkpoint
+            of another task is a one-line error. ``None`` takes any.
         num_classes: if given, the checkpoint must have exactly this many classes.
         model, format, ema, model_kwargs: what a foreign file holds, as in a spec (the spec's
             values win where both are given): the architecture, its :mod:`.formats` entry
@@ -165,6 +170,8 @@ def load_checkpoint(checkpoint: str | os.PathLike | CheckpointSpec, map_location
     else:
         state_dict, meta = _load_foreign(path, model, fmt, ema, model_kwargs)
         shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    if task is not None and meta["task"] != task:
+        raise CheckpointError(f"{path}: a {meta['task']} checkpoint ({meta['model']}); this takes {task} checkpoints")
     if num_classes is not None and meta["num_classes"] != num_classes:
         raise CheckpointError(f"{path}: has {meta['num_classes']} classes, expected {num_classes}")
     # The architecture is first built on the meta device (no memory), so weights that do not fit
@@ -190,6 +197,11 @@ def _is_safetensors(path: Path) -> bool:
 
 def _build(path: Path, meta: dict) -> nn.Module:
     try:
+        if meta["task"] == "detection":
+            from ..detection.models import create_detector  # torchvision's detectors, loaded when needed
+
+            return create_detector(meta["model"], meta["num_classes"], **meta["detector"], mean=meta["mean"],
+                                   std=meta["std"], **meta["model_kwargs"])
         return create_model(meta["model"], num_classes=meta["num_classes"], **meta["model_kwargs"])
     except (UnknownModelError, ValueError, TypeError, OverflowError) as error:
         raise CheckpointError(f"{path}: metadata describes no buildable model ({short(error)})") from None
@@ -271,7 +283,7 @@ def _load_foreign(path: Path, model: str | None, fmt: str, ema: bool, model_kwar
 def describe(checkpoint: str | os.PathLike, model: str | None = None, allow_nonfinite: bool = False) -> str:
     """One line about a checkpoint (a path or spec), after checking its weights against its metadata."""
     path = parse_spec(checkpoint).path
-    _, meta = load_checkpoint(checkpoint, model=model, allow_nonfinite=allow_nonfinite)
+    _, meta = load_checkpoint(checkpoint, model=model, allow_nonfinite=allow_nonfinite, task=None)
     metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in meta["metrics"].items())
     return (f"{path}: {meta['model']} {meta['model_kwargs']}, {meta['num_classes']} classes, "
             f"{meta['input_size']} px, dataset={meta['dataset']}" + (f", {metrics}" if metrics else ""))

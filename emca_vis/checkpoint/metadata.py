@@ -5,6 +5,8 @@ Required: ``model`` (a registered name) and ``num_classes``. Optional, with defa
 
 | field | default | checked |
 |---|---|---|
+| ``task`` | ``"classification"`` | ``"classification"`` or ``"detection"`` (see below) |
+| ``detector`` | ``None``; for detection :class:`DetectorOptions`' defaults | its fields and ranges |
 | ``model_kwargs`` | ``{}`` (``create_model``'s defaults) | known options of ``create_model``, their values |
 | ``class_names`` | ImageNet's at 1000 classes, else ``"0"``, ``"1"``, ... | ``num_classes`` names, 1-256 characters |
 | ``input_size`` | 224 | 8-2048 px |
@@ -13,6 +15,10 @@ Required: ``model`` (a registered name) and ``num_classes``. Optional, with defa
 | ``dataset`` | ``None`` | a string |
 | ``metrics``, ``train_args`` | ``{}`` | objects; the keys the tools show typed (``epoch``, ``val_top1``, ``lr``, ...) |
 | anything else | kept | JSON nested at most 16 levels; NaN and infinities read as ``null`` |
+
+A detection checkpoint (``task: "detection"``) names a detector in ``model``
+(``fasterrcnn_resnet50_emca_eca_fpn``), counts object classes (background not included) in
+``num_classes``, keeps the backbone's options in ``model_kwargs`` and the detector's in ``detector``.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import inspect
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationInfo
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
+from ..detection.names import parse_detector_name
 from ..models import UnknownModelError, create_model, parse_model_name
 from ..models.attention import CBAM_SPATIALS, GATES, SRM_STDS
 from ..models.registry import PLACEMENTS
@@ -72,6 +80,27 @@ class ModelOptions(BaseModel):
         return self
 
 
+class DetectorOptions(BaseModel):
+    """``create_detector``'s options (see :mod:`emca_vis.detection.models`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_size: Count = Field(800, ge=8, le=MAX_RESIZE)
+    max_size: Count = Field(1333, ge=8, le=MAX_RESIZE)
+    trainable_layers: Count = Field(3, ge=0, le=5)
+    frozen_bn: bool = True
+    fpn_channels: Count = Field(256, ge=1, le=4096)
+    representation_size: Count = Field(1024, ge=1, le=1 << 16)
+    box_batch_size_per_image: Count = Field(512, ge=1, le=1 << 16)
+    proposals: Count = Field(1000, ge=1, le=1 << 20)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DetectorOptions:
+        if self.max_size < self.min_size:
+            raise ValueError(f"max_size={self.max_size} is smaller than min_size={self.min_size}")
+        return self
+
+
 def _typed(schema: type[BaseModel]):
     """A validator of a free-form object whose well-known keys ``schema`` types; key order kept."""
     def check(value: dict) -> dict:
@@ -115,6 +144,7 @@ class CheckpointMetadata(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
     __pydantic_extra__: dict[str, FreeJson]
 
+    task: Literal["classification", "detection"] = "classification"
     model: Name
     num_classes: Count = Field(ge=1, le=MAX_CLASSES)
     model_kwargs: ModelOptions = Field(default_factory=ModelOptions)
@@ -123,6 +153,7 @@ class CheckpointMetadata(BaseModel):
     resize: Count | None = Field(None, ge=MIN_INPUT_SIZE, le=MAX_RESIZE)
     mean: list[Mean] = Field(list(IMAGENET_MEAN), min_length=3, max_length=3)
     std: list[Std] = Field(list(IMAGENET_STD), min_length=3, max_length=3)
+    detector: DetectorOptions | None = None
     dataset: Text | None = None
     metrics: Annotated[dict[Name, Any], _typed(Metrics)] = Field(default_factory=dict)
     train_args: Annotated[dict[Name, Any], _typed(TrainArgs)] = Field(default_factory=dict)
@@ -131,15 +162,19 @@ class CheckpointMetadata(BaseModel):
 
     @field_validator("model")
     @classmethod
-    def _registered(cls, name: str) -> str:
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
         try:
-            parse_model_name(name)
+            (parse_detector_name if info.data.get("task") == "detection" else parse_model_name)(name)
         except UnknownModelError as error:
             raise ValueError(str(error)) from None
         return name
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckpointMetadata:
+        if self.task == "detection" and self.detector is None:
+            self.detector = DetectorOptions()
+        elif self.task != "detection" and self.detector is not None:
+            raise ValueError("detector options in a classification checkpoint")
         if self.class_names is None:
             self.class_names = (list(imagenet_classes()) if self.num_classes == IMAGENET_CLASSES
                                 else [str(i) for i in range(self.num_classes)])

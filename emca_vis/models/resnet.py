@@ -180,9 +180,11 @@ class ResNet(nn.Module):
     def stages(self) -> tuple[nn.Sequential, ...]:
         return (self.layer1, self.layer2, self.layer3, self.layer4)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """The output of each stage, ``layer1`` to ``layer4`` (a feature pyramid's inputs)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         kept = {(0, 0): self.source_pool(x)} if (0, 0) in self._kept else {}
+        outputs = []
         for stage, layer in enumerate(self.stages, start=1):
             for index, block in enumerate(layer):
                 wanted = self.sources.get((stage, index))
@@ -192,7 +194,11 @@ class ResNet(nn.Module):
                         kept[(stage, index)], block.attn.pooled = block.attn.pooled, None
                     else:
                         kept[(stage, index)] = self.source_pool(x)
-        return x
+            outputs.append(x)
+        return outputs
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.forward_stages(x)[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.forward_features(x))

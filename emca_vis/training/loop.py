@@ -18,52 +18,22 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..checkpoint import model_options, read_state_dict
+from ..checkpoint import load_checkpoint, model_options, read_metadata
 from ..checkpoint.metadata import check_metadata
-from ..data import build_dataset
 from ..errors import UserError
-from ..models import create_model, load_backbone
+from ..outputs import json_text
 from .artefacts import TensorBoard, publish_epoch, remove_leftovers, write_metrics
 from .data_order import GlobalBatchSampler, SeededSamples
 from .distributed import all_reduce_sum, setup_distributed
 from .faults import fault_point
 from .optim import build_optimizer, lr_factor
 from .state import ResumeRecord, check_settings, load_state, save_state
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, args, device: torch.device, rank: int, world: int,
-             autocast) -> dict[str, float]:
-    """Top-1/top-5 accuracy (%) and loss over the whole dataset, sharded over processes."""
-    model.eval()
-    shard = Subset(dataset, range(rank, len(dataset), world))
-    loader = DataLoader(shard, batch_size=args.batch_size, num_workers=args.workers,
-                        pin_memory=device.type == "cuda")
-    loss = top1 = top5 = 0.0
-    for images, labels in tqdm(loader, desc="val", leave=False, disable=rank != 0 or None):
-        images, labels = _to_device(images, labels, device, args.channels_last)
-        with autocast:
-            logits = model(images).float()
-        loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        best = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        top1 += (best[:, 0] == labels).sum().item()
-        top5 += (best == labels[:, None]).any(1).sum().item()
-        fault_point("val")
-    loss, top1, top5, n = all_reduce_sum([loss, top1, top5, len(shard)], device)
-    return {"val_loss": loss / n, "val_top1": 100 * top1 / n, "val_top5": 100 * top5 / n}
-
-
-def _to_device(images, labels, device, channels_last: bool):
-    images = images.to(device, non_blocking=True)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(device, non_blocking=True)
+from .tasks import get_task
 
 
 def _set_rng(state: dict, device: torch.device) -> None:
@@ -74,8 +44,12 @@ def _set_rng(state: dict, device: torch.device) -> None:
 
 def train(args) -> dict:
     """Run training as ``args`` says; returns the final metrics."""
+    if not (args.model or args.eval_only):
+        raise UserError("--model: required (unless --eval-only)")
     rank, world, _, device = setup_distributed(args.device)
     try:
+        if args.eval_only:
+            return evaluate_checkpoint(args, rank, world, device)
         run = _build(args, rank, world, device)
         record, rng = _resume(run) if args.resume else (
             ResumeRecord(step=0, epoch=1, phase="training", world=world, settings=dict(vars(args))), None)
@@ -90,6 +64,7 @@ class Run:
     """Everything one training run works with, built by :func:`_build`."""
 
     args: object
+    task: object  # the task's verbs (emca_vis.training.tasks)
     rank: int
     world: int
     device: torch.device
@@ -130,8 +105,7 @@ class Run:
                     publish_epoch(self.out, self.model, self.meta, record)
                     tensorboard.add(record.rows[-1])
                     row = record.rows[-1]
-                    print(f"epoch {record.epoch}/{args.epochs}: train loss {row['train_loss']:.4f}, "
-                          f"val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}% "
+                    print(f"epoch {record.epoch}/{args.epochs}: {self.task.summary(row)} "
                           f"({row['train_images_per_second']:.0f} img/s)", flush=True)
         finally:
             if tensorboard is not None:
@@ -150,26 +124,23 @@ class Run:
         self.samples.epoch = sampler.epoch = record.epoch - 1
         sampler.start_step = start
         loader = DataLoader(self.samples, batch_sampler=sampler, num_workers=args.workers,
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+                            pin_memory=self.device.type == "cuda", persistent_workers=False,
+                            collate_fn=self.task.collate)
         batches = iter(loader)  # draws the loader's seed from the global RNG, as the uninterrupted epoch did
         if rng is not None:
             _set_rng(rng, self.device)
         self.net.train()
         bar = tqdm(total=steps, initial=start, desc=f"epoch {record.epoch}/{args.epochs}",
                    disable=self.rank != 0 or None, leave=False)
-        for micro, (images, labels) in enumerate(batches):
-            images, labels = _to_device(images, labels, self.device, args.channels_last)
+        for micro, batch in enumerate(batches):
             last_micro = (micro + 1) % args.accum_steps == 0
             sync = nullcontext() if last_micro or self.world == 1 else self.net.no_sync()
             with sync:
-                with self.autocast:
-                    logits = self.net(images)
-                    loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing)
+                loss, counts = self.task.step(self.net, batch, self.device, args, self.autocast)
                 scaled = loss / args.accum_steps
                 (scaler.scale(scaled) if scaler else scaled).backward()
-            sums[0] += loss.item() * len(labels)
-            sums[1] += (logits.argmax(1) == labels).sum().item()
-            sums[2] += len(labels)
+            for i, count in enumerate(counts):
+                sums[i] += count
             if not last_micro:
                 continue
             if args.clip_grad:
@@ -201,17 +172,18 @@ class Run:
     def evaluate_epoch(self, record: ResumeRecord, sums: list, elapsed: float) -> ResumeRecord:
         """``record`` with the trained epoch evaluated: its metrics row, the best top-1."""
         loss_sum, correct, seen = all_reduce_sum(sums, self.device)
+        task = self.task
         row = {"epoch": record.epoch, "step": record.step, "lr": self.scheduler.get_last_lr()[0],
-               "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
-               **evaluate(self.net, self.val_set, self.args, self.device, self.rank, self.world, self.autocast),
+               **task.epoch_metrics(loss_sum, correct, seen),
+               **task.evaluate(self.net, self.val_set, self.args, self.device, self.rank, self.world, self.autocast),
                "epoch_seconds": elapsed, "train_images_per_second": seen / max(elapsed, 1e-9)}
-        best_top1, best_epoch = record.best_top1, record.best_epoch
-        if row["val_top1"] > best_top1:
-            best_top1, best_epoch = row["val_top1"], record.epoch
-        row["best_val_top1"] = best_top1
+        best_score, best_epoch = record.best_score, record.best_epoch
+        if row[task.best_metric] > best_score:
+            best_score, best_epoch = row[task.best_metric], record.epoch
+        row[f"best_{task.best_metric}"] = best_score
         return record.model_copy(update={
             "phase": "evaluated", "loss_sum": loss_sum, "correct": round(correct), "seen": round(seen),
-            "seconds": elapsed, "best_top1": best_top1, "best_epoch": best_epoch, "rows": [*record.rows, row]})
+            "seconds": elapsed, "best_score": best_score, "best_epoch": best_epoch, "rows": [*record.rows, row]})
 
 
 def _build(args, rank: int, world: int, device: torch.device) -> Run:
@@ -227,31 +199,18 @@ def _build(args, rank: int, world: int, device: torch.device) -> Run:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     else:
         torch.backends.cudnn.benchmark = device.type == "cuda"
-    train_set, info = build_dataset(args.data, "train", image_size=args.image_size, length=args.train_size,
-                                    seed=args.data_seed)
-    val_set, _ = build_dataset(args.data, "val", image_size=args.image_size, length=args.val_size,
-                               seed=args.data_seed)
-    if args.train_size and len(train_set) > args.train_size:
-        train_set = Subset(train_set, range(args.train_size))
-    num_classes = len(info.class_names)
-    # CIFAR-sized inputs need the 3x3 stem; from 64 px on the ImageNet stem keeps full-width
-    # models trainable on a CPU (the 3x3 stem costs 16x the compute at 64 px).
-    stem = args.stem or ("cifar" if info.input_size < 64 else "imagenet")
-    model = create_model(args.model, num_classes, placement=args.placement, emca_stages=args.emca_stages,
-                         emca_blocks=args.emca_blocks, stem=stem, width=args.width, gate=args.gate)
-    if args.init and not args.resume:
-        state = read_state_dict(args.init)
-        new = load_backbone(model, state, skip_head=state.get("fc.weight", model.fc.weight).shape
-                            != model.fc.weight.shape)
-        if rank == 0:
-            print(f"initialised from {args.init}; new (not in the file): {len(new)} tensors")
+    task = get_task(args.task)
+    args.data = args.data or task.default_data
+    train_set, val_set, data_meta, class_names = task.datasets(args)
+    num_classes = len(class_names)
+    model = task.build_model(args, num_classes, data_meta.get("input_size"), announce=rank == 0)
     model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     global_batch = args.batch_size * world * args.accum_steps
     if args.lr is None:
-        args.lr = 0.1 * global_batch / 256 if args.optimizer == "sgd" else 1e-3 * global_batch / 512
+        args.lr = task.default_lr(global_batch, args.optimizer)
     samples = SeededSamples(train_set, args.seed)
     sampler = GlobalBatchSampler(len(samples), args.batch_size, world, rank, args.accum_steps, args.seed)
     steps = sampler.steps_per_epoch
@@ -268,10 +227,10 @@ def _build(args, rank: int, world: int, device: torch.device) -> Run:
         if world > 1 else model
     if args.compile:
         net = torch.compile(net)
-    meta = {**info.metadata(), "train_args": dict(vars(args))}
+    meta = {**data_meta, "train_args": dict(vars(args))}
     try:  # the checkpoints' metadata, checked now rather than when the first epoch is saved
         check_metadata({"model": args.model, "num_classes": num_classes, "model_kwargs": model_options(model.config),
-                        **meta})
+                        **getattr(model, "metadata", {}), **meta})
     except ValueError as error:
         raise UserError(f"this run's checkpoints would have invalid metadata: {error}") from None
     if rank == 0:
@@ -279,8 +238,31 @@ def _build(args, rank: int, world: int, device: torch.device) -> Run:
         print(f"{args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.3f} M parameters, "
               f"{len(samples)} training images, {num_classes} classes, global batch {global_batch}, "
               f"lr {args.lr:g}, {world} process(es) on {device.type}")
-    return Run(args, rank, world, device, out, model, net, optimizer, scheduler, scaler, autocast, samples,
+    return Run(args, task, rank, world, device, out, model, net, optimizer, scheduler, scaler, autocast, samples,
                sampler, val_set, meta)
+
+
+def evaluate_checkpoint(args, rank: int, world: int, device: torch.device) -> dict:
+    """``--eval-only CHECKPOINT``: the validation metrics of a checkpoint of either task, printed as
+    JSON. Data spec, image size and data seed default to those the checkpoint was trained with."""
+    args.task = read_metadata(args.eval_only)["task"]
+    task = get_task(args.task)
+    model, meta = load_checkpoint(args.eval_only, device, task=args.task)
+    saved = meta["train_args"]
+    args.data = args.data or meta["dataset"] or task.default_data
+    for option in ("image_size", "data_seed", "val_size"):
+        if getattr(args, option) in (None, 0) and saved.get(option) is not None:
+            setattr(args, option, saved[option])
+    val_set, class_names = task.val_dataset(args)
+    if list(class_names) != meta["class_names"]:
+        raise UserError(f"--eval-only: {args.eval_only} was trained on classes {', '.join(meta['class_names'][:5])}"
+                        f"...; {args.data} has {', '.join(list(class_names)[:5])}...")
+    autocast = (torch.autocast(device.type, dtype=torch.float16 if args.amp == "fp16" else torch.bfloat16)
+                if args.amp != "none" else nullcontext())
+    metrics = task.evaluate(model, val_set, args, device, rank, world, autocast)
+    if rank == 0:
+        print(json_text({"checkpoint": str(args.eval_only), "data": args.data, "images": len(val_set), **metrics}))
+    return metrics
 
 
 def _resume(run: Run) -> tuple[ResumeRecord, dict | None]:

@@ -36,10 +36,15 @@ def int_or_all(allowed: tuple):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m emca_vis.train", description="Train an EMCA or baseline ResNet.",
+    p = Parser(prog="python -m emca_vis.train", description="Train an EMCA or baseline ResNet, or a detector.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="model name, e.g. resnet50_emca_eca")
-    p.add_argument("--data", default="shapes", help="dataset spec: shapes, folder:/p, imagenet:/p, cifar10:/p, ...")
+    p.add_argument("--task", choices=["classification", "detection"], default="classification")
+    p.add_argument("--model", help="model name, e.g. resnet50_emca_eca or fasterrcnn_resnet50_emca_eca_fpn "
+                                   "(required unless --eval-only)")
+    p.add_argument("--data", help="dataset spec: shapes (default), folder:/p, imagenet:/p, cifar10:/p, ...; "
+                                  "for detection multishapes (default) or coco:/p")
+    p.add_argument("--eval-only", metavar="CHECKPOINT",
+                   help="only evaluate this checkpoint on the validation split and print the metrics as JSON")
     p.add_argument("--out", default="runs/train", help="output folder")
     p.add_argument("--epochs", type=int_range(1, 1_000_000), default=90)
     p.add_argument("--batch-size", type=int_range(1, 1 << 24), default=64, help="per process (per GPU)")
@@ -82,4 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stem", choices=["imagenet", "cifar"], help="default: cifar below 64 px, imagenet from 64 px")
     g.add_argument("--width", type=number(0, MAX_WIDTH, low_open=True), default=1.0)
     g.add_argument("--gate", choices=["mul", "one_plus"], default="mul")
+    d = p.add_argument_group("detection options (--task detection)")
+    d.add_argument("--min-size", type=integer(8, 4096), help="shorter image side (default: --image-size, else 800)")
+    d.add_argument("--max-size", type=integer(8, 4096), help="longer side at most (default: --min-size, else 1333)")
+    d.add_argument("--trainable-layers", type=integer(0, 5),
+                   help="backbone stages trained, from layer4 down (default: 3 with --init, else 5)")
+    d.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction,
+                   help="freeze the backbone's BatchNorm, attention modules' included (default: with --init)")
+    d.add_argument("--fpn-channels", type=integer(1, 4096), default=256, help="channels of the pyramid and heads")
+    d.add_argument("--representation-size", type=integer(1, 1 << 16), default=1024, help="R-CNN box head width")
+    d.add_argument("--box-batch-size-per-image", type=integer(1, 1 << 16), default=512,
+                   help="R-CNN proposals sampled per training image")
+    d.add_argument("--proposals", type=integer(1, 1 << 20), default=1000,
+                   help="R-CNN proposals kept after NMS at test time (twice as many in training)")
     return p

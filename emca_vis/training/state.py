@@ -27,7 +27,7 @@ from .faults import fault_point
 
 KEEP_STATES = 2
 # Options that may change on --resume: where and how fast the run goes, and how long (more epochs).
-FREE_SETTINGS = {"resume", "out", "workers", "checkpoint_every", "epochs", "device", "compile", "init"}
+FREE_SETTINGS = {"resume", "out", "workers", "checkpoint_every", "epochs", "device", "compile", "init", "eval_only"}
 
 
 class ResumeRecord(BaseModel):
@@ -44,7 +44,7 @@ class ResumeRecord(BaseModel):
     correct: int = Field(0, ge=0)
     seen: int = Field(0, ge=0)
     seconds: float = Field(0.0, ge=0)
-    best_top1: float = -1.0
+    best_score: float = -1.0  # the task's best_metric (top-1 %, box AP) at best_epoch
     best_epoch: int = Field(0, ge=0)
     rows: list[dict[str, int | float | None]] = Field(default_factory=list)
     world: int = Field(1, ge=1)

@@ -1,0 +1,93 @@
+"""Detection as a training task (the verbs of :mod:`emca_vis.training.tasks`).
+
+The loop (data order, optimiser, schedule, AMP, DDP, resume states, metrics files, best/last
+checkpoints) is the classification one. ``--init`` initialises the backbone from a
+classification checkpoint; validation gives COCO box (and mask) AP by pycocotools;
+``best.safetensors`` is the epoch of the highest box AP; the default learning rate is
+torchvision's recipe, 0.02 per 16 images. Detection batches are lists of images of any size
+with their targets; the loss is the sum of torchvision's losses (RPN and box head, mask head,
+or RetinaNet's focal and box losses).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..checkpoint import read_state_dict
+from .data import build_detection_dataset, collate
+from .evaluate import evaluate_detector
+from .models import create_detector
+from .names import parse_detector_name
+
+
+class DetectionTask:
+    name = "detection"
+    best_metric = "val_bbox_AP"
+    default_data = "multishapes"
+    collate = staticmethod(collate)
+
+    def datasets(self, args) -> tuple:
+        masks = parse_detector_name(args.model)[0] == "maskrcnn"
+        train_set = build_detection_dataset(args.data, "train", train=True, masks=masks, length=args.train_size,
+                                            image_size=args.image_size or 128, seed=args.data_seed)
+        val_set, _ = self.val_dataset(args, masks)
+        if train_set.classes != val_set.classes:
+            raise ValueError(f"{args.data}: the train and val splits have different categories")
+        meta = {"dataset": args.data, "class_names": list(train_set.classes)}
+        return train_set, val_set, meta, train_set.classes
+
+    @staticmethod
+    def val_dataset(args, masks: bool = False) -> tuple:
+        """Evaluation reads masks from the annotations; training targets need them only for Mask R-CNN."""
+        val_set = build_detection_dataset(args.data, "val", masks=masks, length=args.val_size,
+                                          image_size=args.image_size or 128, seed=args.data_seed)
+        return val_set, val_set.classes
+
+    def build_model(self, args, num_classes: int, input_size: int | None = None, announce: bool = True) -> nn.Module:
+        weights = None
+        if args.init and not getattr(args, "resume", False):
+            weights = read_state_dict(args.init)
+            weights = {k: v for k, v in weights.items() if not k.startswith("fc.")}
+            if announce:
+                print(f"backbone initialised from {args.init}")
+        return create_detector(
+            args.model, num_classes, min_size=args.min_size or args.image_size or 800,
+            max_size=args.max_size or args.min_size or args.image_size or 1333,
+            trainable_layers=args.trainable_layers, frozen_bn=args.frozen_bn, fpn_channels=args.fpn_channels,
+            representation_size=args.representation_size, box_batch_size_per_image=args.box_batch_size_per_image,
+            proposals=args.proposals,
+            backbone_weights=weights, placement=args.placement, emca_stages=args.emca_stages,
+            emca_blocks=args.emca_blocks, stem=args.stem or "imagenet", width=args.width, gate=args.gate)
+
+    @staticmethod
+    def default_lr(global_batch: int, optimizer: str) -> float:
+        return 0.02 * global_batch / 16 if optimizer == "sgd" else 1e-4 * global_batch / 16
+
+    @staticmethod
+    def step(net: nn.Module, batch, device: torch.device, args, autocast) -> tuple[torch.Tensor, list[float]]:
+        images, targets = batch
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with autocast:
+            losses = net(images, targets)
+        loss = sum(v.float() for v in losses.values())
+        return loss, [loss.item() * len(images), 0, len(images)]
+
+    @staticmethod
+    def epoch_metrics(loss_sum: float, correct: float, seen: float) -> dict[str, float]:
+        return {"train_loss": loss_sum / max(seen, 1)}
+
+    @staticmethod
+    def evaluate(net: nn.Module, dataset, args, device: torch.device, rank: int, world: int,
+                 autocast) -> dict[str, float | None]:
+        metrics = evaluate_detector(net, dataset, device, batch_size=args.batch_size, workers=args.workers,
+                                    rank=rank, world=world, autocast=autocast)
+        return {f"val_{k}": v for k, v in metrics.items()}  # None: no object of that size
+
+    @staticmethod
+    def summary(row: dict) -> str:
+        masks = f", mask AP {row['val_segm_AP']:.3f}" if row.get("val_segm_AP") is not None else ""
+        return (f"train loss {row['train_loss']:.4f}, box AP {row['val_bbox_AP']:.3f}, "
+                f"AP50 {row['val_bbox_AP50']:.3f}{masks}")
+

@@ -1,0 +1,125 @@
+"""What the training loop asks of a task: image classification here, detection in
+:mod:`emca_vis.detection.task`. The loop (data order, optimiser, schedule, AMP, DDP, resume
+states, metrics files, checkpoints) is shared; a task supplies
+
+``default_data``              the dataset spec when ``--data`` is not given
+``datasets(args)``            training and validation sets, checkpoint metadata, class names
+``val_dataset(args)``         the validation set alone and its class names (``--eval-only``)
+``build_model(args, n)``      the network (``--init`` applied)
+``collate``                   how samples become a batch (``None``: PyTorch's default)
+``default_lr(global_batch)``  the learning rate when ``--lr`` is not given
+``step(net, batch, ...)``     a batch's loss and its counts ``[loss x images, correct, images]``
+``epoch_metrics(sums)``       the training columns of an epoch's metrics row
+``evaluate(net, data, ...)``  the validation columns
+``best_metric``               the column that picks ``best.safetensors`` (higher is better)
+``summary(row)``              the epoch's line on the console
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from ..checkpoint import read_state_dict
+from ..data import build_dataset
+from ..models import create_model, load_backbone
+from .distributed import all_reduce_sum
+from .faults import fault_point
+
+
+class ClassificationTask:
+    name = "classification"
+    best_metric = "val_top1"
+    collate = None
+    default_data = "shapes"
+
+    @staticmethod
+    def datasets(args) -> tuple:
+        train_set, info = build_dataset(args.data, "train", image_size=args.image_size, length=args.train_size,
+                                        seed=args.data_seed)
+        val_set, _ = build_dataset(args.data, "val", image_size=args.image_size, length=args.val_size,
+                                   seed=args.data_seed)
+        if args.train_size and len(train_set) > args.train_size:
+            train_set = Subset(train_set, range(args.train_size))
+        return train_set, val_set, info.metadata(), info.class_names
+
+    @staticmethod
+    def val_dataset(args) -> tuple:
+        val_set, info = build_dataset(args.data, "val", image_size=args.image_size, length=args.val_size,
+                                      seed=args.data_seed)
+        return val_set, info.class_names
+
+    @staticmethod
+    def build_model(args, num_classes: int, input_size: int | None = None, announce: bool = True) -> nn.Module:
+        # CIFAR-sized inputs need the 3x3 stem; from 64 px on the ImageNet stem keeps full-width
+        # models trainable on a CPU (the 3x3 stem costs 16x the compute at 64 px).
+        stem = args.stem or ("cifar" if input_size < 64 else "imagenet")
+        model = create_model(args.model, num_classes, placement=args.placement, emca_stages=args.emca_stages,
+                             emca_blocks=args.emca_blocks, stem=stem, width=args.width, gate=args.gate)
+        if args.init and not args.resume:
+            state = read_state_dict(args.init)
+            new = load_backbone(model, state, skip_head=state.get("fc.weight", model.fc.weight).shape
+                                != model.fc.weight.shape)
+            if announce:
+                print(f"initialised from {args.init}; new (not in the file): {len(new)} tensors")
+        return model
+
+    @staticmethod
+    def default_lr(global_batch: int, optimizer: str) -> float:
+        return 0.1 * global_batch / 256 if optimizer == "sgd" else 1e-3 * global_batch / 512
+
+    @staticmethod
+    def step(net: nn.Module, batch, device: torch.device, args, autocast) -> tuple[torch.Tensor, list]:
+        images, labels = _to_device(*batch, device, args.channels_last)
+        with autocast:
+            logits = net(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=args.label_smoothing)
+        return loss, [loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(), len(labels)]
+
+    @staticmethod
+    def epoch_metrics(loss_sum: float, correct: float, seen: float) -> dict[str, float]:
+        return {"train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1)}
+
+    @staticmethod
+    @torch.no_grad()
+    def evaluate(model: nn.Module, dataset: Dataset, args, device: torch.device, rank: int, world: int,
+                 autocast) -> dict[str, float]:
+        """Top-1/top-5 accuracy (%) and loss over the whole dataset, sharded over processes."""
+        model.eval()
+        shard = Subset(dataset, range(rank, len(dataset), world))
+        loader = DataLoader(shard, batch_size=args.batch_size, num_workers=args.workers,
+                            pin_memory=device.type == "cuda")
+        loss = top1 = top5 = 0.0
+        for images, labels in tqdm(loader, desc="val", leave=False, disable=rank != 0 or None):
+            images, labels = _to_device(images, labels, device, args.channels_last)
+            with autocast:
+                logits = model(images).float()
+            loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            best = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            top1 += (best[:, 0] == labels).sum().item()
+            top5 += (best == labels[:, None]).any(1).sum().item()
+            fault_point("val")
+        loss, top1, top5, n = all_reduce_sum([loss, top1, top5, len(shard)], device)
+        return {"val_loss": loss / n, "val_top1": 100 * top1 / n, "val_top5": 100 * top5 / n}
+
+    @staticmethod
+    def summary(row: dict) -> str:
+        return f"train loss {row['train_loss']:.4f}, val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%"
+
+
+def _to_device(images, labels, device, channels_last: bool):
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def get_task(name: str):
+    if name == "detection":
+        from ..detection.task import DetectionTask  # torchvision's detectors and pycocotools, when needed
+
+        return DetectionTask()
+    return ClassificationTask()
