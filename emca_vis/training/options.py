@@ -88,16 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=number(0, MAX_WIDTH, low_open=True), default=1.0)
     g.add_argument("--gate", choices=["mul", "one_plus"], default="mul")
     d = p.add_argument_group("detection options (--task detection)")
-    d.add_argument("--min-size", type=integer(8, 4096), help="shorter image side (default: --image-size, else 800)")
-    d.add_argument("--max-size", type=integer(8, 4096), help="longer side at most (default: --min-size, else 1333)")
-    d.add_argument("--trainable-layers", type=integer(0, 5),
+    d.add_argument("--min-size", type=int_range(8, 4096), help="shorter image side (default: --image-size, else 800)")
+    d.add_argument("--max-size", type=int_range(8, 4096), help="longer side at most (default: --min-size, else 1333)")
+    d.add_argument("--trainable-layers", type=int_range(0, 5),
                    help="backbone stages trained, from layer4 down (default: 3 with --init, else 5)")
     d.add_argument("--frozen-bn", action=argparse.BooleanOptionalAction,
                    help="freeze the backbone's BatchNorm, attention modules' included (default: with --init)")
-    d.add_argument("--fpn-channels", type=integer(1, 4096), default=256, help="channels of the pyramid and heads")
-    d.add_argument("--representation-size", type=integer(1, 1 << 16), default=1024, help="R-CNN box head width")
-    d.add_argument("--box-batch-size-per-image", type=integer(1, 1 << 16), default=512,
+    d.add_argument("--fpn-channels", type=int_range(1, 4096), default=256, help="channels of the pyramid and heads")
+    d.add_argument("--representation-size", type=int_range(1, 1 << 16), default=1024, help="R-CNN box head width")
+    d.add_argument("--box-batch-size-per-image", type=int_range(1, 1 << 16), default=512,
                    help="R-CNN proposals sampled per training image")
-    d.add_argument("--proposals", type=integer(1, 1 << 20), default=1000,
+    d.add_argument("--proposals", type=int_range(1, 1 << 20), default=1000,
                    help="R-CNN proposals kept after NMS at test time (twice as many in training)")
     return p
