@@ -186,7 +186,7 @@ def test_options_are_checked_when_parsed(option, value, message, capsys):
 
 
 def test_missing_model_is_one_line(capsys):
-    assert one_line_error(capsys, "--epochs", "2") == "error: the following arguments are required: --model"
+    assert one_line_error(capsys, "--epochs", "2") == "error: --model: required (unless --eval-only)"
 
 
 def test_resume_refuses_other_settings_and_fresh_runs_refuse_a_used_out(reference, tmp_path, capsys):
