@@ -94,6 +94,19 @@ def one_line(error: BaseException, limit: int = 500) -> str:
 # where checkpoints and images come from
 
 
+def offered(paths, root: Path, skipped: list[str] | None = None) -> list[Path]:
+    """The ``paths`` the app may open (see :func:`unlisted_reason`); the others, with their
+    reason, go to ``skipped``."""
+    kept = []
+    for path in paths:
+        reason = unlisted_reason(path, root)
+        if reason is None:
+            kept.append(path)
+        elif skipped is not None:
+            skipped.append(f"{path.name}: {reason}")
+    return kept
+
+
 def unlisted_reason(path: str | Path, root: str | Path) -> str | None:
     """Why ``path`` is not offered: None for a regular file that is, links resolved, inside
     ``root``; otherwise a short reason. Nothing is opened, so a FIFO or device cannot block."""
@@ -159,14 +172,8 @@ def checkpoint_options(folder: str | Path, root: str | Path | None = None,
     folder) are offered; the others are appended to ``skipped`` as ``"name: reason"``."""
     folder = Path(folder)
     root = Path(root) if root is not None else folder
-    paths = []
     listed = sorted(p for p in folder.iterdir() if p.name.endswith(CHECKPOINT_SUFFIXES)) if folder.is_dir() else []
-    for path in listed:
-        reason = unlisted_reason(path, root)
-        if reason is None:
-            paths.append(path)
-        elif skipped is not None:
-            skipped.append(f"{path.name}: {reason}")
+    paths = offered(listed, root, skipped)
     names = {}
     for path in paths:
         try:
@@ -262,14 +269,7 @@ def folder_images(folder: str | Path | None = None, skipped: list[str] | None = 
         entries = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     except OSError:
         return []
-    images = []
-    for path in entries:
-        reason = unlisted_reason(path, folder)
-        if reason is None:
-            images.append(path)
-        elif skipped is not None:
-            skipped.append(f"{path.name}: {reason}")
-    return images
+    return offered(entries, folder, skipped)
 
 
 def folder_image(path: str | Path, max_pixels: int = MAX_PIXELS, root: str | Path | None = None) -> InputImage:

@@ -27,29 +27,10 @@ from emca_vis.demo import demo_checkpoints
 from emca_vis.errors import UserError, run_cli
 from emca_vis.models import create_model
 
+from .test_hostile_inputs import cli, errors_of, one_error
 from .test_models import randomise
 
 MISSING = "missing.safetensors"  # named where the --out check must come first
-
-
-def errors_of(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr, stderr
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def one_error(stderr: str, *fragments: str) -> str:
-    lines = errors_of(stderr)
-    assert len(lines) == 1, stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
-def cli(main, argv, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = run_cli(main, [str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def tree(folder: Path) -> dict[str, bytes | None]:
