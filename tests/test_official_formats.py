@@ -9,15 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from emca_vis.checkpoint import load_checkpoint, save_checkpoint
-from emca_vis.checkpoint.official import (
-    OFFICIAL_FORMATS,
-    cbam,
-    detect_official,
-    eca_net,
-    emca_authors,
-    infer_depth,
-    srm,
-)
+from emca_vis.checkpoint.formats import FORMATS, detect_format
+from emca_vis.checkpoint.official import cbam, eca_net, emca_authors, infer_depth, srm
 from emca_vis.models import create_model, is_released, record_attention
 from emca_vis.models.attention import ECA, ReleasedEMCA, style_pool
 
@@ -223,7 +216,7 @@ def test_eca_net_keys():
     kernels = {1: 3, 2: 5, 3: 5, 4: 7}  # eca_resnet50_k3557
     for block in _blocks(sd):
         sd[f"{block}.eca.conv.weight"] = torch.randn(1, 1, kernels[int(block[5])])
-    assert detect_official(sd).name == "eca-net"
+    assert detect_format(sd).name == "eca-net"
     converted = eca_net(sd)
     assert (converted.model, converted.options) == ("resnet50_eca", {"eca_kernels": [3, 5, 5, 7]})
     model = _load(converted)
@@ -246,7 +239,7 @@ def test_cbam_keys():
                prefix + "SpatialGate.spatial.bn.running_mean": torch.randn(1),
                prefix + "SpatialGate.spatial.bn.running_var": torch.rand(1) + 0.5,
                prefix + "SpatialGate.spatial.bn.num_batches_tracked": torch.tensor(3)}
-    assert detect_official(sd).name == "cbam"
+    assert detect_format(sd).name == "cbam"
     converted = cbam(sd)
     assert (converted.model, converted.options) == ("resnet18_cbam", {"cbam_spatial": "official"})
     # At width 0.25 stage 1 has 16 channels, C/16 = 1 hidden unit below emca-vis's minimum of 4:
@@ -285,7 +278,7 @@ def test_srm_repository_keys():
         h = max(c // 16, 4)
         se |= {f"{block}.rclb.fc.0.weight": torch.randn(h, c), f"{block}.rclb.fc.0.bias": torch.randn(h),
                f"{block}.rclb.fc.2.weight": torch.randn(c, h), f"{block}.rclb.fc.2.bias": torch.randn(c)}
-    assert detect_official(sd).name == detect_official(se).name == "srm"
+    assert detect_format(sd).name == detect_format(se).name == "srm"
     converted = srm(sd)
     assert (converted.model, converted.options) == ("resnet50_srm", {"srm_std": "unbiased"})
     model = _load(converted)
@@ -328,7 +321,7 @@ def _emca_authors_state_dict(depth, width=0.25):
 @pytest.mark.parametrize("depth", [18, 50])
 def test_emca_authors_keys(depth):
     sd = _emca_authors_state_dict(depth)
-    assert detect_official(sd).name == "emca-authors"
+    assert detect_format(sd).name == "emca-authors"
     converted = emca_authors(sd)
     assert converted.model == f"resnet{depth}_emca_eca_released"
     assert converted.options == {"eca_kernels": [3, 5, 5, 5]}
@@ -354,8 +347,8 @@ def test_emca_authors_other_configurations_are_refused():
 
 
 def test_detection_is_unambiguous():
-    assert detect_official(_torchvision_keys(18)) is None
-    assert set(OFFICIAL_FORMATS) == {"eca-net", "cbam", "srm", "emca-authors"}
+    assert detect_format(_torchvision_keys(18)).name == "torchvision"
+    assert list(FORMATS) == ["timm", "eca-net", "cbam", "srm", "emca-authors", "torchvision"]
     assert infer_depth(_torchvision_keys(34)) == 34 and infer_depth({"conv1.weight": torch.zeros(1)}) is None
     assert len(_blocks(_torchvision_keys(34))) == 16
 

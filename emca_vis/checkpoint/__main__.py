@@ -18,14 +18,17 @@ from .formats import FORMATS
 def import_parser() -> Parser:
     parser = Parser(
         prog="python -m emca_vis.checkpoint import",
-        description="Write a foreign checkpoint (torchvision, timm, training containers) as a self-describing "
+        description="Write a foreign checkpoint (torchvision, timm, the official ECA-Net, CBAM, SRM and EMCA "
+                    "code, training containers) as a self-describing "
                     "emca-vis checkpoint, after checking that its weights fit the architecture exactly and "
                     "give finite logits.")
     parser.add_argument("source", help="the foreign file (or a MODEL[:ema][:FORMAT]=PATH spec)")
     parser.add_argument("--model", help="its architecture: an emca-vis name (resnet50_se) or one its format "
-                                        "maps (timm's seresnet50)")
-    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS],
-                        help="key-name format (default: detected from the key names)")
+                                        "maps (timm's seresnet50, ECA-Net's eca_resnet50); default: read from "
+                                        "the blocks where the key names say it")
+    parser.add_argument("--format", default="auto", choices=["auto", *FORMATS], metavar="FORMAT",
+                        help="key-name format, detected from the key names by default (auto): "
+                             + "; ".join(f"{name}: {fmt.summary}" for name, fmt in FORMATS.items()))
     parser.add_argument("--ema", action="store_true", help="the EMA weights (model_ema / state_dict_ema)")
     parser.add_argument("--classes", help="'imagenet' or a file of class names (one per line, or a JSON list); "
                                           "default: ImageNet's at 1000 classes, else 0, 1, ...")

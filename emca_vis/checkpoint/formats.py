@@ -10,6 +10,13 @@ entry (in :data:`FORMATS` order) whose detector accepts the key names; a new for
     torchvision  resnet18..152: emca-vis's own layout (also timm's plain resnet*, and state
                  dicts saved from emca-vis models); keys are used as they are
     timm         resnet{18,34,50,101,152} and seresnet{18,...,152}; SE's 1x1 convs become linears
+    eca-net      ECA-Net's eca_resnet{d} (BangguWu/ECANet)                  -> resnet{d}_eca
+    cbam         CBAM's ResidualNet(..., "CBAM") (Jongchan/attention-module) -> resnet{d}_cbam
+    srm          SRM's resnet(d, "srm" / "se") (hyunjaelee410/...)         -> resnet{d}_srm / _se
+    emca-authors the EMCA authors' eca_resnet{d} (eslambakr/EMCA)          -> resnet{d}_emca_eca_released
+
+The official repositories' converters live in :mod:`.official`; their entries are registered
+here, after timm's and before torchvision's (whose detector accepts any torchvision-named ResNet).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import torch
 
 from ..errors import UserError
 from ..models.registry import DEPTHS, create_model
+from . import official
+from .official import infer_depth
 
 StateDict = dict[str, torch.Tensor]
 
@@ -99,15 +108,6 @@ def rename(state_dict: StateDict, table: list[tuple[str, str]]) -> StateDict:
 
 def _is_resnet(keys: Collection[str]) -> bool:
     return "conv1.weight" in keys and "layer1.0.conv1.weight" in keys
-
-
-def infer_depth(keys: Collection[str]) -> int | None:
-    """The ResNet depth of emca-vis-named keys: blocks per stage and block type, or ``None``."""
-    blocks = tuple(len({m.group(1) for k in keys if (m := re.match(rf"layer{stage}\.(\d+)\.", k))})
-                   for stage in range(1, 5))
-    bottleneck = "layer1.0.conv3.weight" in keys
-    return next((depth for depth, (block, layers) in DEPTHS.items()
-                 if layers == blocks and (block.expansion == 4) == bottleneck), None)
 
 
 def _plain_or_se(keys: Collection[str]) -> str | None:
@@ -215,3 +215,47 @@ def _timm_detect(keys: Collection[str]) -> bool:
 register(Format("timm", "timm resnet{18,...,152} and seresnet{18,...,152} (deep-stem *c/*d/*s/*t refused)",
                 detect=_timm_detect, convert=_timm_convert, model_name=timm_model_name, infer_model=_plain_or_se),
          before="torchvision")
+
+
+# --- the attention papers' official code (converters in .official) ---------------------------
+
+def _official(name: str, summary: str, convert: Callable[[StateDict], official.Converted],
+              detect: Callable[[StateDict], bool], attention: Callable[[Collection[str]], str],
+              model_name: Callable[[str], str] = lambda name: name) -> Format:
+    """A :class:`Format` over an :mod:`.official` converter. ``attention``: the emca-vis attention
+    suffix of a converted state dict, so the blocks per stage name the model."""
+
+    def checked_convert(state_dict: StateDict, model: str | None) -> tuple[StateDict, dict]:
+        try:
+            converted = convert(state_dict)
+        except ValueError as error:
+            raise FormatError(str(error)) from None
+        expected = converted.model or f"resnet{{d}}_{converted.attention}"
+        if model is not None and (model != converted.model if converted.model else
+                                  not re.fullmatch(rf"resnet\d+_{converted.attention}", model)):
+            raise FormatError(f"{name} weights hold {expected} (from their blocks and modules), not {model}")
+        return converted.state_dict, converted.options
+
+    def checked_name(model: str) -> str:
+        try:
+            return model_name(model)
+        except ValueError as error:
+            raise FormatError(str(error)) from None
+
+    return register(Format(name, summary, detect=detect, convert=checked_convert, model_name=checked_name,
+                           infer_model=lambda keys: official.resnet_name(keys, attention(keys))),
+                    before="torchvision")
+
+
+_official("eca-net", "ECA-Net's eca_resnet{18,...,152} (BangguWu/ECANet) -> resnet{d}_eca, its kernel per stage "
+          "read from the weights", official.eca_net, official.is_eca_net, lambda keys: "eca",
+          official.eca_net_model_name)
+_official("cbam", "CBAM's ResidualNet(ImageNet or CIFAR, d, n, 'CBAM') (Jongchan/attention-module) -> "
+          "resnet{d}_cbam with its spatial branch (cbam_spatial='official')", official.cbam, official.is_cbam,
+          lambda keys: "cbam")
+_official("srm", "SRM's resnet(d, 'srm' or 'se') (hyunjaelee410/style-based-recalibration-module) -> "
+          "resnet{d}_srm (srm_std='unbiased') or resnet{d}_se", official.srm, official.is_srm,
+          official.srm_attention)
+_official("emca-authors", "the EMCA authors' eca_resnet{18,...,152} (eslambakr/EMCA, its released "
+          "configuration) -> resnet{d}_emca_eca_released", official.emca_authors, official.is_emca_authors,
+          lambda keys: "emca_eca_released", official.emca_authors_model_name)

@@ -1,24 +1,26 @@
 """State dicts of the attention papers' official code -> emca-vis models.
 
-One function per repository turns its key names into emca-vis's and says which model and
-options compute what that code computes:
+One converter per repository turns its key names into emca-vis's and says which model and
+options compute what that code computes; :mod:`.formats` registers each as a ``--format``
+(detector, converter, model names), its only list of formats.
 
-| format | repository | models | options set |
-|---|---|---|---|
-| ``eca-net`` | BangguWu/ECANet (``models/eca_resnet.py``) | ``resnet{d}_eca`` | ``eca_kernels`` (its fixed k per stage) |
-| ``cbam`` | Jongchan/attention-module (``MODELS/model_resnet.py``) | ``resnet{d}_cbam`` | ``cbam_spatial="official"`` |
-| ``srm`` | hyunjaelee410/style-based-recalibration-module | ``resnet{d}_srm``, ``resnet{d}_se`` | ``srm_std="unbiased"`` |
-| ``emca-authors`` | eslambakr/EMCA (``Code/eca_resnet_multi_scale.py``) | ``resnet{d}_emca_eca_released`` | ``eca_kernels`` |
+| format | repository | their model | emca-vis model | options set |
+|---|---|---|---|---|
+| ``eca-net`` | BangguWu/ECANet (``models/eca_resnet.py``) | ``eca_resnet{d}`` | ``resnet{d}_eca`` | ``eca_kernels`` (its fixed k per stage, ``--ksize``) |
+| ``cbam`` | Jongchan/attention-module (``MODELS/model_resnet.py``, ``cbam.py``) | ``ResidualNet(type, d, n, "CBAM")`` | ``resnet{d}_cbam`` | ``cbam_spatial="official"``; ``stem="cifar"`` for its CIFAR networks |
+| ``srm`` | hyunjaelee410/style-based-recalibration-module | ``resnet(d, recalibration_type="srm" / "se")`` | ``resnet{d}_srm`` / ``resnet{d}_se`` | ``srm_std="unbiased"`` |
+| ``emca-authors`` | eslambakr/EMCA (``Code/eca_resnet_multi_scale.py``) | ``eca_resnet{d}`` (``--arch resnet{d}``) | ``resnet{d}_emca_eca_released`` | ``eca_kernels`` |
 
-The functions take the bare state dict (containers such as ``{"state_dict": ...}`` and
+The converters take the bare state dict (containers such as ``{"state_dict": ...}`` and
 ``module.`` prefixes already removed) and return a :class:`Converted`; keys they do not
-know pass through unchanged, so loading names them. Tensors are not copied.
+know pass through unchanged, so loading names them. Tensors are not copied. They raise
+``ValueError`` for layouts of those repositories that have no emca-vis model.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -39,30 +41,28 @@ class Converted:
     model: str | None = None
 
 
-@dataclass(frozen=True)
-class OfficialFormat:
-    name: str
-    repository: str
-    convert: Callable[[Mapping[str, Tensor]], Converted]
-    detect: Callable[[Mapping[str, Tensor]], bool]
-
-
-def infer_depth(state_dict: Mapping[str, Tensor]) -> int | None:
-    """The ResNet depth of an emca-vis-named state dict, from its blocks per stage and block type."""
+def infer_depth(keys: Collection[str]) -> int | None:
+    """The ResNet depth of emca-vis-named keys (a state dict or its keys), from its blocks per
+    stage and block type; ``None`` when they match no registered depth."""
     blocks = []
     for stage in range(1, 5):
-        indices = {int(m.group(1)) for k in state_dict if (m := re.match(rf"layer{stage}\.(\d+)\.", k))}
+        indices = {int(m.group(1)) for k in keys if (m := re.match(rf"layer{stage}\.(\d+)\.", k))}
         blocks.append(len(indices))
-    bottleneck = any(re.match(r"layer\d+\.\d+\.conv3\.", k) for k in state_dict)
+    bottleneck = any(re.match(r"layer\d+\.\d+\.conv3\.", k) for k in keys)
     for depth, (block, layers) in DEPTHS.items():
         if tuple(blocks) == layers and (block.expansion == 4) == bottleneck:
             return depth
     return None
 
 
+def resnet_name(keys: Collection[str], attention: str) -> str | None:
+    """``resnet{depth}_{attention}`` with the depth the emca-vis-named keys say, else ``None``."""
+    depth = infer_depth(keys)
+    return None if depth is None else f"resnet{depth}_{attention}"
+
+
 def _named(state_dict: dict[str, Tensor], attention: str, options: dict) -> Converted:
-    depth = infer_depth(state_dict)
-    return Converted(state_dict, attention, options, None if depth is None else f"resnet{depth}_{attention}")
+    return Converted(state_dict, attention, options, resnet_name(state_dict, attention))
 
 
 def _rename(state_dict: Mapping[str, Tensor], rules: list[tuple[str, str]]) -> dict[str, Tensor]:
@@ -96,6 +96,8 @@ def _stage_kernels(state_dict: Mapping[str, Tensor], pattern: str, repository: s
 
 def eca_net(state_dict: Mapping[str, Tensor]) -> Converted:
     """ECA-Net's ``eca_resnet{18..152}``: ``layerS.B.eca.conv.weight`` -> ``layerS.B.attn.conv.weight``."""
+    if any(_ECA_MOBILENET.match(k) for k in state_dict):
+        raise ValueError("ECA-Net's eca_mobilenet_v2 weights (features.*.conv.*.conv); emca-vis builds ResNets only")
     out = _rename(state_dict, [(r"^(layer\d+\.\d+)\.eca\.conv\.", r"\1.attn.conv.")])
     kernels = _stage_kernels(out, r"layer(\d)\.\d+\.attn\.conv\.weight", "ECA-Net")
     return _named(out, "eca", {"eca_kernels": kernels} if kernels else {})
@@ -104,7 +106,8 @@ def eca_net(state_dict: Mapping[str, Tensor]) -> Converted:
 # --- CBAM: Jongchan/attention-module ---------------------------------------------------------
 # ChannelGate: mlp = Sequential(Flatten, Linear(C, C/16), ReLU, Linear(C/16, C)) on the avg- and
 # the max-pooled map, summed, sigmoid. SpatialGate: cat([max, mean] over channels) -> Conv2d 7x7
-# (no bias) -> BatchNorm2d(1) -> sigmoid. Same place in the block as emca-vis's attention.
+# (no bias) -> BatchNorm2d(1) -> sigmoid. Same place in the block as emca-vis's attention. Its CIFAR
+# networks have a 3x3 stride-1 stem without max-pool and average-pool the 4x4 map of 32 px inputs.
 
 def cbam(state_dict: Mapping[str, Tensor]) -> Converted:
     """CBAM's ``ResidualNet(..., att_type='CBAM')``: ``layerS.B.cbam.{ChannelGate,SpatialGate}.*``."""
@@ -116,7 +119,8 @@ def cbam(state_dict: Mapping[str, Tensor]) -> Converted:
         (r"^(layer\d+\.\d+)\.cbam\.SpatialGate\.spatial\.conv\.", r"\1.attn.spatial."),
         (r"^(layer\d+\.\d+)\.cbam\.SpatialGate\.spatial\.bn\.", r"\1.attn.spatial_bn."),
     ])
-    return _named(out, "cbam", {"cbam_spatial": "official"})
+    cifar = "conv1.weight" in out and out["conv1.weight"].shape[-1] == 3
+    return _named(out, "cbam", {"cbam_spatial": "official", **({"stem": "cifar"} if cifar else {})})
 
 
 # --- SRM: hyunjaelee410/style-based-recalibration-module ------------------------------------------
@@ -134,9 +138,13 @@ def srm(state_dict: Mapping[str, Tensor]) -> Converted:
         (r"^(layer\d+\.\d+)\.rclb\.fc\.0\.", r"\1.attn.fc1."),
         (r"^(layer\d+\.\d+)\.rclb\.fc\.2\.", r"\1.attn.fc2."),
     ])
-    if any(k.endswith(".attn.fc1.weight") for k in out):
-        return _named(out, "se", {})
-    return _named(out, "srm", {"srm_std": "unbiased"})
+    attention = srm_attention(out)
+    return _named(out, attention, {"srm_std": "unbiased"} if attention == "srm" else {})
+
+
+def srm_attention(keys: Collection[str]) -> str:
+    """``"se"`` or ``"srm"``: which of its modules a converted SRM-repository state dict holds."""
+    return "se" if any(k.endswith(".attn.fc1.weight") for k in keys) else "srm"
 
 
 # --- EMCA authors: eslambakr/EMCA ------------------------------------------------------------
@@ -190,22 +198,43 @@ def emca_authors(state_dict: Mapping[str, Tensor]) -> Converted:
     return _named(out, "emca_eca_released", {"eca_kernels": kernels} if kernels else {})
 
 
+
+
+# --- detection and model names ----------------------------------------------------------------
+
+_ECA_MOBILENET = re.compile(r"features\.\d+\.conv\.\d+\.conv\.weight$")
+
+
 def _has(pattern: str) -> Callable[[Mapping[str, Tensor]], bool]:
     compiled = re.compile(pattern)
     return lambda state_dict: any(compiled.search(k) for k in state_dict)
 
 
-OFFICIAL_FORMATS: dict[str, OfficialFormat] = {f.name: f for f in (
-    OfficialFormat("eca-net", "BangguWu/ECANet", eca_net, _has(r"^layer\d+\.\d+\.eca\.conv\.weight$")),
-    OfficialFormat("cbam", "Jongchan/attention-module", cbam, _has(r"\.cbam\.ChannelGate\.mlp\.1\.weight$")),
-    OfficialFormat("srm", "hyunjaelee410/style-based-recalibration-module", srm, _has(r"\.rclb\.")),
-    OfficialFormat("emca-authors", "eslambakr/EMCA", emca_authors,
-                   _has(r"^stage\d\.\d+\.ECA_excitation_local\.0\.weight$")),
-)}
-"""Formats by name; ``detect`` is true when a (bare) state dict's key names are that repository's."""
+# Each is true only for its repository's module names; BAM, GE and MobileNet layouts are
+# detected too, so that their converter's refusal says why.
+is_eca_net = _has(r"^layer\d+\.\d+\.eca\.conv\.weight$|^features\.\d+\.conv\.\d+\.conv\.weight$")
+is_cbam = _has(r"^layer\d+\.\d+\.cbam\.ChannelGate\.mlp\.1\.weight$|^bam\d\.")
+is_srm = _has(r"^layer\d+\.\d+\.rclb\.")
+is_emca_authors = _has(r"^stage\d\.\d+\.ECA_excitation_local\.0\.weight$")
 
 
-def detect_official(state_dict: Mapping[str, Tensor]) -> OfficialFormat | None:
-    """The official format whose key names ``state_dict`` has, or ``None``."""
-    found = [f for f in OFFICIAL_FORMATS.values() if f.detect(state_dict)]
-    return found[0] if len(found) == 1 else None
+def _depth_name(pattern: str, suffix: str, repository: str) -> Callable[[str], str]:
+    """A repository's model names (``pattern`` with the depth as its last group) -> emca-vis's."""
+    compiled = re.compile(pattern)
+
+    def model_name(name: str) -> str:
+        match = compiled.fullmatch(name)
+        if match is None:
+            return name
+        depth = int(match.groups()[-1])
+        if depth not in DEPTHS:
+            raise ValueError(f"{repository}'s {name}: emca-vis builds ResNet depths {', '.join(map(str, DEPTHS))}")
+        return f"resnet{depth}_{suffix}"
+
+    return model_name
+
+
+eca_net_model_name = _depth_name(r"eca_resnet(\d+)", "eca", "ECA-Net")
+"""``eca_resnet50`` -> ``resnet50_eca``; other names pass through."""
+emca_authors_model_name = _depth_name(r"(eca_)?resnet(\d+)", "emca_eca_released", "the EMCA authors' code")
+"""``eca_resnet50`` (their function) or ``resnet50`` (their ``--arch``) -> ``resnet50_emca_eca_released``."""

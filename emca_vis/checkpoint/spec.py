@@ -1,11 +1,13 @@
 """How every tool names a checkpoint: ``PATH`` or ``[MODEL][:ema][:FORMAT]=PATH``.
 
     runs/emca.safetensors                  an emca-vis checkpoint (it describes itself)
-    r50.pth                                a foreign file whose key names say its model (plain, timm SE)
+    r50.pth                                a foreign file whose key names say its model (plain, timm SE,
+                                           the official ECA-Net/CBAM/SRM/EMCA code)
     resnet50=r50.pth                       a foreign file holding a torchvision/timm ResNet-50
     resnet50_se:timm=seresnet50.pth        the format named instead of detected from key names
     resnet50:ema=train/last.pth            the EMA weights of a training checkpoint
     seresnet50:ema:timm=model_best.pth.tar a peer's model name, where its format maps it
+    eca_resnet50:eca-net=eca_r50.pth.tar   the same for ECA-Net's official code
     :ema=train/last.pth                    the EMA weights, the model read from the key names
 
 The part before the first ``=`` is a spec head only when it reads as one (a name of letters,
