@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from ..robustness.results import MAX_CORRUPTIONS, MAX_MODELS, ModelResults, Ratio, Results
 from ..validation import FreeJson, Name, Text, read_json
 
-MAX_REPORT_BYTES = 64 << 20
+MAX_REPORT_BYTES = 96 << 20  # the robustness results (at most 64 MB) and the rest
 
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
 Number = Annotated[float, Field(ge=-1e15, le=1e15, allow_inf_nan=False, strict=True)]
