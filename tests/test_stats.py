@@ -218,3 +218,49 @@ def test_no_intervals_without_per_image_results():
     table = markdown_table(results)
     assert "[" not in table and "Paired differences" not in table
     assert math.isclose(parse_results(json.dumps(results), "r.json")["models"]["good"]["n"], 40)
+
+
+def test_a_whole_table_is_one_resampling(monkeypatch):
+    """Every model and cell goes through one resampled_means call (one matrix product), so the
+    default 7-model, 15 x 5, 500-image table takes about a second (benchmarks/paired_stats_speed.py)."""
+    calls = []
+    original = stats.resampled_means
+
+    def counted(values, *args, **kwargs):
+        calls.append(np.shape(values))
+        return original(values, *args, **kwargs)
+
+    monkeypatch.setattr(stats, "resampled_means", counted)
+    rng = np.random.default_rng(2)
+    correct = {f"m{i}": rng.random((1 + 4 * 5, 30)) < 0.5 + 0.05 * i for i in range(4)}
+    found = stats.robustness_intervals(correct, 5, [0, 1, 2, 3], "m0", resamples=100)
+    assert calls == [(4, 21, 30)]
+    assert len(found["pairs"]) == 6 and set(found["models"]) == set(correct)
+
+
+def test_robustness_run_keeps_per_image_results_and_redoes_cells_without_them(tmp_path, capsys):
+    from emca_vis.demo import demo_checkpoints
+    from emca_vis.errors import run_cli
+    from emca_vis.robustness.evaluate import main
+
+    out = tmp_path / "r.json"
+    argv = ["--checkpoint", str(demo_checkpoints()[0]), str(demo_checkpoints()[5]), "--corruptions", "contrast",
+            "--severities", "5", "--n", "12", "--batch-size", "12", "--resamples", "200", "--out", str(out)]
+    assert run_cli(main, argv) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert results["intervals"]["resamples"] == 200 and results["intervals"]["n"] == 12
+    model = results["models"]["resnet18_emca_eca"]
+    hits = stats.unpack_hits(model["correct"]["contrast"]["5"], 12)
+    assert 1 - hits.mean() == pytest.approx(model["errors"]["contrast"]["5"])
+    assert "Paired differences from " in printed and "McNemar" in printed
+    # cells of an older run, without per-image results, are redone rather than trusted
+    cells = out.with_suffix(".cells.jsonl")
+    lines = [json.loads(line) for line in cells.read_text().splitlines()]
+    cells.write_text("".join(json.dumps({k: v for k, v in c.items() if k != "hits"}) + "\n" for c in lines))
+    out.unlink()
+    assert run_cli(main, argv) == 0
+    capsys.readouterr()
+    redone = [json.loads(line) for line in cells.read_text().splitlines()]
+    assert len(redone) == 2 * len(lines) and all("hits" in c for c in redone[len(lines):])
+    assert json.loads(out.read_text())["intervals"] == results["intervals"]
