@@ -304,11 +304,15 @@ def build_results(models: list[LoadedModel], done: dict, args, baseline: str) ->
     for m in models:
         clean, errors = errors_of(m.label)
         scores = summarize(clean, errors, base_errors, base_clean)
-        results["models"][m.label] = {
-            "checkpoint": m.spec, "n": done[(m.label, "clean", 0)]["total"],
-            "errors": {c: {str(s): e for s, e in v.items()} for c, v in errors.items()}, **scores,
-            "correct_clean": done[(m.label, "clean", 0)]["hits"],
-            "correct": {c: {str(s): done[(m.label, c, s)]["hits"] for s in args.severities} for c in args.corruptions}}
+        n = done[(m.label, "clean", 0)]["total"]
+        results["models"][m.label] = {"checkpoint": m.spec, "n": n,
+                                      "errors": {c: {str(s): e for s, e in v.items()} for c, v in errors.items()},
+                                      **scores}
+        # Per image only when every cell holds the same images (--c-data files may hold fewer).
+        if all(done[(m.label, c, s)]["total"] == n for c in args.corruptions for s in args.severities):
+            results["models"][m.label].update(
+                correct_clean=done[(m.label, "clean", 0)]["hits"],
+                correct={c: {str(s): done[(m.label, c, s)]["hits"] for s in args.severities} for c in args.corruptions})
     results["intervals"] = intervals(results, getattr(args, "resamples", RESAMPLES), args.seed)
     return results
 
@@ -323,12 +327,9 @@ def intervals(results: dict, resamples: int = RESAMPLES, seed: int = 0) -> dict 
                                                                             for m in models.values()):
         return None
     n = next(iter(models.values()))["n"]
-    try:
-        correct = {label: np.stack([unpack_hits(m["correct_clean"], n)]
-                                   + [unpack_hits(m["correct"][c][str(s)], n) for c in corruptions for s in severities])
-                   for label, m in models.items()}
-    except ValueError:  # a cell of another image count (--c-data files shorter than --n)
-        return None
+    correct = {label: np.stack([unpack_hits(m["correct_clean"], n)]
+                               + [unpack_hits(m["correct"][c][str(s)], n) for c in corruptions for s in severities])
+               for label, m in models.items()}
     baseline = results["baseline"]
     if baseline == "alexnet":
         baseline = np.array([ALEXNET_CLEAN_ERROR] + [ALEXNET_ERRORS[c][s - 1] if c in ALEXNET_ERRORS else np.nan
