@@ -105,6 +105,8 @@ def run(args: argparse.Namespace, failures: list[str] | None = None,
     for option in ("n", "batch_size"):  # evaluate() callers bypass the parser's types
         if getattr(args, option) < 1:
             raise UserError(f"--{option.replace('_', '-')} must be at least 1 (got {getattr(args, option)})")
+    if args.resamples < 0:
+        raise UserError(f"--resamples must be at least 0 (got {args.resamples})")
     out = Path(args.out)
     cells_path = out.with_suffix(".cells.jsonl")
     check_out(out, files=[out.with_suffix(".csv"), cells_path])
