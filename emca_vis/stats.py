@@ -81,7 +81,7 @@ def interval(samples, level: float = LEVEL) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
-def _intervals(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+def percentile_intervals(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
     """:func:`interval` along the last axis of ``samples``, vectorised: (low, high), NaN where undefined."""
     tail = 100 * (1 - level) / 2
     defined = np.isfinite(samples).mean(-1) >= 1 - MAX_UNDEFINED
@@ -144,7 +144,7 @@ def robustness_intervals(correct: dict[str, np.ndarray], severities: int, over: 
     for i, label in enumerate(labels):
         entry = {}
         for name in _SCORES:
-            low, high = _intervals(scores[name][i], level)
+            low, high = percentile_intervals(scores[name][i], level)
             if name == "ce":
                 entry[name] = [_pair(low[c], high[c]) for c in range(corruptions)]
             else:
@@ -155,7 +155,7 @@ def robustness_intervals(correct: dict[str, np.ndarray], severities: int, over: 
         for j in range(i + 1, m):
             pair = {"a": labels[i], "b": labels[j]}
             for name in ("clean_error", "mce", "relative_mce", "mean_corruption_accuracy"):
-                low, high = _intervals(scores[name][i] - scores[name][j], level)
+                low, high = percentile_intervals(scores[name][i] - scores[name][j], level)
                 value = points[name][i, 0] - points[name][j, 0]
                 pair[name] = None if not np.isfinite(value) or np.isnan(low) else {
                     "difference": float(value), "low": float(low), "high": float(high)}
