@@ -372,14 +372,14 @@ def test_results_files_are_bounded_and_regular(tmp_path):
     from emca_vis import interactive as iv
 
     big = tmp_path / "big.json"
-    with open(big, "wb") as handle:  # sparse: 17 MB on paper, nothing on disk
-        handle.truncate(17 << 20)
-    with pytest.raises(UserError, match=r"big.json: 17,825,792 bytes is over the 16,777,216-byte limit"):
+    with open(big, "wb") as handle:  # sparse: 65 MB on paper, nothing on disk
+        handle.truncate(65 << 20)
+    with pytest.raises(UserError, match=r"big.json: 68,157,440 bytes is over the 67,108,864-byte limit"):
         iv.read_results_file(big)
     with no_hang(), pytest.raises(UserError, match=r"pipe.json: is a FIFO \(named pipe\), not a regular file"):
         iv.read_results_file(fifo(tmp_path / "pipe.json"))
-    with pytest.raises(UserError, match="upload.json: 17,825,792 bytes is over the 16,777,216-byte limit"):
-        iv.read_results(b" " * (17 << 20), "upload.json")
+    with pytest.raises(UserError, match="upload.json: 68,157,440 bytes is over the 67,108,864-byte limit"):
+        iv.read_results(b" " * (65 << 20), "upload.json")
 
 
 # ------------------------------------------------------------------------------------------------

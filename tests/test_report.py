@@ -264,6 +264,66 @@ def test_summary_when_the_baseline_itself_is_most_robust():
                                      "larger corruption errors, the closest being resnet18_emca_eca (220.0).")
 
 
+def _paired(results, low, high):
+    """Paired mCE interval of resnet18_emca_eca minus resnet18_eca (stored the other way round,
+    as the robustness run lists the pair), in fractions."""
+    results["robustness"]["intervals"] = {"level": 0.95, "resamples": 1000, "seed": 0, "n": 100, "models": {},
+                                          "pairs": [{"a": "resnet18_eca", "b": "resnet18_emca_eca",
+                                                     "clean_error": {"difference": 0.0, "low": -0.02, "high": 0.02,
+                                                                     "a_only": 1, "b_only": 1, "p_value": 1.0},
+                                                     "mce": {"difference": 0.031, "low": -high, "high": -low}}]}
+    return results
+
+
+def test_summary_says_lower_mce_with_the_paired_interval():
+    first = summarize(_paired(_results(), -0.050, -0.012))[0]
+    assert first == ("resnet18_emca_eca has the lowest mCE, 88.9 (resnet18 = 100), lower mCE than its non-EMCA "
+                     "counterpart resnet18_eca (92.0; difference \u22123.1, 95% CI [\u22125.0, \u22121.2]).")
+
+
+def test_summary_words_a_tie_when_the_interval_holds_zero():
+    results = _paired(_results(), -0.060, 0.004)
+    first = summarize(results)[0]
+    assert first == ("resnet18_emca_eca has the lowest mCE, 88.9 (resnet18 = 100), tied with its non-EMCA "
+                     "counterpart resnet18_eca (92.0; difference \u22123.1, 95% CI [\u22126.0, 0.4], which holds 0).")
+    assert "lower mCE" not in first
+    pair = next(s for s in summarize(results) if s.startswith("resnet18_emca_eca vs resnet18_eca"))
+    assert "mCE 88.9 vs 92.0 (difference \u22123.1, 95% CI [\u22126.0, 0.4], a tie)" in pair
+
+
+def test_summary_tests_clean_top1_with_mcnemar():
+    from emca_vis.stats import pack_hits
+
+    results = _results()
+    # resnet18_emca_eca 97.0% and resnet18_eca 96.0% on 500 images: 8 images only the first gets
+    # right, 3 only the second -> two-sided exact p = 2 * P(X <= 3 | Bin(11, 1/2)) = 0.2266
+    best = [1] * 485 + [0] * 15
+    runner_up = [1] * 477 + [0] * 8 + [1] * 3 + [0] * 12
+    for row, hits in ((results["models"][2], best), (results["models"][1], runner_up)):
+        row["clean"]["correct"] = pack_hits(hits)
+    sentence = next(s for s in summarize(results) if "best clean top-1" in s)
+    assert sentence.endswith("McNemar's exact test over the 11 images only one of resnet18_emca_eca and "
+                             "resnet18_eca gets right (8 vs 3): p = 0.23, within sampling noise, a tie.")
+    pair = next(s for s in summarize(results) if s.startswith("resnet18_emca_eca vs resnet18_eca"))
+    assert "clean top-1 97.0% vs 96.0% (+1.0, McNemar p = 0.23)" in pair
+
+
+def test_summary_compares_pointing_game_per_image():
+    results = _results()
+    rows = results["explanations"]["rows"]
+    # 100 images: resnet18 hits 90, resnet18_emca_eca 88, hitting the same images but two
+    rows[0]["per_image"] = {"pointing_game": [1.0] * 90 + [0.0] * 10}
+    rows[2]["per_image"] = {"pointing_game": [1.0] * 88 + [0.0] * 12}
+    text = "\n".join(summarize(results))
+    assert ("resnet18 localises the object best: pointing game 90.0% [83.0, 95.0] on 100 images, tied with the "
+            "runner-up resnet18_emca_eca (88.0%; difference 2.0, 95% CI [0.0, 5.0], which holds 0).") in text
+    rows[2]["per_image"] = {"pointing_game": [1.0] * 70 + [0.0] * 30}
+    rows[2]["pointing_game_mean"] = 0.7
+    rows[1]["pointing_game_mean"] = 0.6
+    assert "ahead of the runner-up resnet18_emca_eca (70.0%; difference 20.0, 95% CI [" in "\n".join(
+        summarize(results))
+
+
 # --- a real browser ----------------------------------------------------------------------------
 
 @pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),

@@ -127,14 +127,16 @@ def _box_mask(xml: Path, image_path: str, meta: dict) -> np.ndarray:
     return metrics.boxes_to_masks([mapped], size, size)[0]
 
 
-def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, labels: list[int], args) -> list[dict]:
-    """One table row per method for one model."""
+def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, labels: list[int], args,
+                per_image: bool = False) -> list[dict]:
+    """One table row per method for one model; with ``per_image``, the rows also keep every
+    image's scores (``per_image``: metric -> list) for paired comparisons between models."""
     model, size = loaded.model, loaded.input_size
     tolerance = round(POINTING_TOLERANCE_AT_224 * size / 224)
     accuracy = float((predict(model, images).argmax(1) == torch.tensor(labels)).float().mean())
     rows = []
     for method in args.method:
-        per_image: dict[str, list[np.ndarray]] = {}
+        scored: dict[str, list[np.ndarray]] = {}
         chunks = range(0, len(images), args.batch_size)
         for start in tqdm(chunks, desc=f"{loaded.label} {method}", leave=False):
             batch = images[start:start + args.batch_size]
@@ -152,11 +154,13 @@ def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, la
                 road = metrics.road(model, batch, maps, targets)
                 scores["road"] = (road["road_lerf"] - road["road_morf"]) / 2  # the library's combined score
             for key, value in scores.items():
-                per_image.setdefault(key, []).append(np.asarray(value, dtype=float))
+                scored.setdefault(key, []).append(np.asarray(value, dtype=float))
         row = {"model": loaded.label, "method": method, "n": len(images), "top1": round(100 * accuracy, 2)}
-        for key, parts in per_image.items():
+        for key, parts in scored.items():
             summary = metrics.summarize(np.concatenate(parts), proportion=key == "pointing_game")
             row.update({f"{key}_{stat}": summary[stat] for stat in ("mean", "ci_low", "ci_high")})
+        if per_image:
+            row["per_image"] = {key: np.concatenate(parts).tolist() for key, parts in scored.items()}
         rows.append(row)
     return rows
 

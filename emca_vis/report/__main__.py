@@ -65,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--n-attention", type=positive_int, default=defaults.n_attention)
     group.add_argument("--attention-split", default=defaults.attention_split)
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
-    parser.add_argument("--seed", type=nonnegative_int, default=defaults.seed)
+    parser.add_argument("--seed", type=nonnegative_int, default=defaults.seed,
+                        help="corruption noise and bootstrap resamples")
+    parser.add_argument("--resamples", type=positive_int, default=defaults.resamples,
+                        help="bootstrap resamples of the paired 95%% intervals")
     add_nonfinite_option(parser)
     return parser
 
@@ -81,7 +84,8 @@ def settings_from(args: argparse.Namespace):
             check(name, severity, args.backend)
     for method in args.method:
         check_method(method)
-    for option in ("n_clean", "n", "n_explain", "n_attention", "batch_size", "throughput_batch", "repeats", "steps"):
+    for option in ("n_clean", "n", "n_explain", "n_attention", "batch_size", "throughput_batch", "repeats", "steps",
+                   "resamples"):
         if getattr(args, option) < 1:
             raise UserError(f"--{option.replace('_', '-')} must be at least 1")
     if args.samples < 0:
@@ -94,6 +98,7 @@ def settings_from(args: argparse.Namespace):
                     images=list(args.image), grid_corruptions=list(args.grid_corruptions),
                     grid_severities=list(args.grid_severities), batch_size=args.batch_size,
                     throughput_batch=args.throughput_batch, repeats=args.repeats, seed=args.seed,
+                    resamples=args.resamples,
                     resume=args.resume, allow_nonfinite=args.allow_nonfinite, title=args.title)
 
 

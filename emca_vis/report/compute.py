@@ -64,7 +64,8 @@ class Settings:
     batch_size: int = 100
     throughput_batch: int = 16
     repeats: int = 5
-    seed: int = 0
+    seed: int = 0  # corruption noise and bootstrap resamples
+    resamples: int = 1000  # bootstrap resamples of the paired intervals
     resume: bool = False
     allow_nonfinite: bool = False
     title: str = "Robustness and interpretability report"
@@ -164,7 +165,8 @@ def _robustness(models: list[LoadedModel], settings: Settings, out: Path) -> dic
     return evaluate(checkpoint=[m.spec for m in models], data=settings.data, split=settings.split,
                     corruptions=list(settings.corruptions), severities=list(settings.severities),
                     backend=settings.backend, n=settings.n_robustness, batch_size=settings.batch_size,
-                    seed=settings.seed, baseline=baseline, out=str(path), allow_nonfinite=settings.allow_nonfinite,
+                    seed=settings.seed, resamples=settings.resamples, baseline=baseline, out=str(path),
+                    allow_nonfinite=settings.allow_nonfinite,
                     overwrite=not settings.resume)
 
 
@@ -176,11 +178,11 @@ def _explanations(models: list[LoadedModel], settings: Settings, out: Path) -> d
         for m in models:
             images, masks, labels = evaluation_set(m, settings.data, settings.split, settings.n_explain,
                                                    settings.boxes)
-            rows.extend(score_model(m, images, masks, labels, args))
+            rows.extend(score_model(m, images, masks, labels, args, per_image=True))
     except UserError as error:  # no masks or boxes for this dataset: the section says so
         print(f"warning: explanation metrics skipped: {error}", file=sys.stderr)
         return {"skipped": str(error), "rows": []}
-    write_csv(rows, out / "explanations.csv")
+    write_csv([{k: v for k, v in row.items() if k != "per_image"} for row in rows], out / "explanations.csv")
     return {"methods": list(settings.methods), "layer": settings.layer, "target": "true class",
             "faithfulness": settings.faithfulness, "steps": settings.steps, "rows": rows}
 

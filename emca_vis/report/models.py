@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..inputs import LoadedModel
 from ..models import LABELS, UnknownModelError, parse_model_name
 from ..profile import count_gflops, count_parameters, measure_throughput
+from ..stats import pack_hits
 
 
 def architecture(meta: dict) -> dict:
@@ -72,7 +73,8 @@ def _groups(models: Sequence[LoadedModel], key) -> dict[tuple, list[LoadedModel]
 
 def clean_accuracy(models: Sequence[LoadedModel], spec: str, split: str, n: int, batch_size: int = 100,
                    progress: bool = True) -> dict[str, dict]:
-    """Top-1 and top-5 accuracy (fractions) on the first ``n`` images of ``split``.
+    """Top-1 and top-5 accuracy (fractions) on the first ``n`` images of ``split``, and which
+    images each model gets right (top-1, ``correct``: :func:`emca_vis.stats.pack_hits`).
 
     Models with the same preprocessing share each batch, so the images are read once.
     """
@@ -86,18 +88,21 @@ def clean_accuracy(models: Sequence[LoadedModel], spec: str, split: str, n: int,
                 raise UserError(f"{m.path}: its classes are not those of {spec} (in order)")
         subset = Subset(dataset, range(min(n, len(dataset))))
         counts = {m.label: [0, 0] for m in group}
+        hits: dict[str, list[torch.Tensor]] = {m.label: [] for m in group}  # per image, for paired tests
         total = 0
         loader = DataLoader(subset, batch_size=batch_size)
         for images, labels in tqdm(loader, desc="clean accuracy", leave=False, disable=not progress):
             with torch.no_grad():
                 for m in group:
                     top = m.model(images).topk(min(5, len(m.class_names)), dim=1).indices
-                    hits = top == labels[:, None]
-                    counts[m.label][0] += int(hits[:, 0].sum())
-                    counts[m.label][1] += int(hits.any(1).sum())
+                    top_hits = top == labels[:, None]
+                    counts[m.label][0] += int(top_hits[:, 0].sum())
+                    counts[m.label][1] += int(top_hits.any(1).sum())
+                    hits[m.label].append(top_hits[:, 0])
             total += len(labels)
         for label, (top1, top5) in counts.items():
-            results[label] = {"top1": top1 / total, "top5": top5 / total, "n": total}
+            results[label] = {"top1": top1 / total, "top5": top5 / total, "n": total,
+                              "correct": pack_hits(torch.cat(hits[label]).numpy())}
     return results
 
 

@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from ..robustness.results import MAX_CORRUPTIONS, MAX_MODELS, ModelResults, Ratio, Results
+from ..robustness.results import MAX_CORRUPTIONS, MAX_MODELS, Hits, ModelResults, Ratio, Results
+from ..stats import unpack_hits
 from ..validation import FreeJson, Name, Text, read_json
 
-MAX_REPORT_BYTES = 64 << 20
+MAX_REPORT_BYTES = 96 << 20  # the robustness results (at most 64 MB) and the rest
 
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
 Number = Annotated[float, Field(ge=-1e15, le=1e15, allow_inf_nan=False, strict=True)]
@@ -50,6 +51,18 @@ class Clean(_Open):
     top1: Fraction
     top5: Fraction
     n: Annotated[int, Field(ge=1, strict=True)]
+    correct: Hits | None = None  # top-1 per image, for McNemar's test
+
+    @model_validator(mode="after")
+    def _per_image(self) -> Clean:
+        if self.correct is not None:
+            try:
+                hits = unpack_hits(self.correct, self.n)
+            except ValueError as problem:
+                raise ValueError(f"correct: {problem}") from None
+            if abs(hits.sum() / self.n - self.top1) > 1e-9:
+                raise ValueError(f"correct: {int(hits.sum())} of {self.n} images right does not give top1 {self.top1}")
+        return self
 
 
 class Training(_Open):
@@ -114,6 +127,14 @@ class ExplanationRow(_Open):
     energy_pointing_game_mean: Fraction | None = None
     deletion_auc_mean: Number | None = None
     insertion_auc_mean: Number | None = None
+    per_image: dict[Name, list[Number]] | None = Field(default=None, max_length=20)
+
+    @model_validator(mode="after")
+    def _images(self) -> ExplanationRow:
+        for metric, values in (self.per_image or {}).items():
+            if len(values) != self.n:
+                raise ValueError(f"per_image.{metric}: {len(values)} scores for n={self.n} images")
+        return self
 
     @model_validator(mode="after")
     def _interval(self) -> ExplanationRow:

@@ -114,16 +114,27 @@ def robustness_section(report: dict, doc) -> None:
     # An undefined relative CE comes from the baseline, so it is undefined for every model alike.
     partial = any("relative_mce_partial" in m for m in results["models"].values())
     relative_key = "relative_mce_partial" if partial else "relative_mce"
+    found = results.get("intervals")
+
+    def bounds(label, key):  # the interval's ends, when the results have one (none for the partial mean)
+        if not found or key == "relative_mce_partial":
+            return None
+        return tuple(pointer("robustness", "intervals", "models", label, key, end) for end in (0, 1))
+
     scores = Table(
         [Column("model"), Column("clean error (%)", True, "min"), Column("mCE (%)", True, "min"),
          Column("relative mCE\u2020 (%)" if partial else "relative mCE (%)", True, "min"),
          Column("mCA (%)", True, "max")],
-        [[_label(label)] + [number(report, pointer("robustness", "models", label, key), 1, 100)
+        [[_label(label)] + [number(report, pointer("robustness", "models", label, key), 1, 100, ci=bounds(label, key))
                             for key in ("clean_error", "mce", relative_key, "mean_corruption_accuracy")]
          for label in labels],
-        caption=f"Robustness scores (CE normalised by {base}; lower is better except mCA).",
+        caption=f"Robustness scores (CE normalised by {base}; lower is better except mCA)"
+                + (f", with 95% intervals from a bootstrap over the {found['n']} images ({found['resamples']} "
+                   f"resamples; the baseline resampled with the model)." if found else "."),
         note="Bold: best in its column." + _undefined_relative(results))
     doc.table(scores)
+    if found:
+        doc.table(_differences_table(report, results, labels))
     corruptions = results["corruptions"]
     groups = report.get("corruption_families") or {"corruptions": corruptions}
     ordered = [c for members in groups.values() for c in members]
@@ -144,6 +155,35 @@ def robustness_section(report: dict, doc) -> None:
     if "robustness_corruptions" in figures:
         doc.figure(figures["robustness_corruptions"], "Top-1 error against severity for every corruption.",
                    "error vs severity per corruption")
+
+
+def _differences_table(report: dict, results: dict, labels: list[str]) -> Table:
+    """Each model minus the one with the lowest mCE, with paired intervals and McNemar's test."""
+    scored = [label for label in labels if results["models"][label].get("mce") is not None]
+    reference = min(scored, key=lambda label: results["models"][label]["mce"]) if scored else labels[0]
+    pairs = results["intervals"]["pairs"]
+    rows = []
+    for label in labels:
+        if label == reference:
+            continue
+        index = next(i for i, p in enumerate(pairs) if {p["a"], p["b"]} == {label, reference})
+        # stored as a - b: shown as label - reference, so flip when the reference is "a"
+        flip = -1 if pairs[index]["a"] == reference else 1
+        cells = [_label(label)]
+        for key in ("clean_error", "mce", "mean_corruption_accuracy"):
+            at = ("robustness", "intervals", "pairs", index, key)
+            ends = ("low", "high") if flip == 1 else ("high", "low")
+            cells.append(number(report, pointer(*at, "difference"), 1, 100 * flip,
+                                ci=tuple(pointer(*at, end) for end in ends)))
+            if key == "clean_error":
+                cells.append(number(report, pointer(*at, "p_value"), 2, significant=True))
+        rows.append(cells)
+    return Table(
+        [Column("model"), Column("\u0394 clean error (points)", True), Column("McNemar p", True),
+         Column("\u0394 mCE (points)", True), Column("\u0394 mCA (points)", True)], rows,
+        caption=f"Paired differences from {reference} (the lowest mCE): each model minus {reference} on the same "
+                "images, with 95% bootstrap intervals; McNemar's exact test on the clean images.",
+        note="An interval that holds 0 is a tie at this sample size.")
 
 
 def _undefined_relative(results: dict) -> str:

@@ -67,6 +67,8 @@ def number(report: dict, ptr: str, digits: int = 1, scale: float = 1.0, thousand
             text = f"{shown:.{max(digits, 1)}f}"
     else:
         text = f"{shown:,.{digits}f}" if thousands else f"{shown:.{digits}f}"
+    if text.startswith("-") and float(text.replace(",", "")) == 0:
+        text = text[1:]  # a difference that rounds to zero shows as 0.0, not -0.0
     interval = None
     if ci:
         ends = [number(report, end, digits, scale) for end in ci]

@@ -27,6 +27,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -41,6 +42,7 @@ from ..outputs import append_line, check_out, json_text, locked, write_csv as wr
 from . import cdata
 from .corruptions import BACKENDS, CORRUPTIONS, SEVERITIES, check, corrupt
 from .metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, IMAGENET_C, summarize
+from ..stats import RESAMPLES, find_pair, pack_hits, robustness_intervals, unpack_hits
 from .results import read_cells, read_results
 
 SETTINGS = ("data", "split", "n", "backend", "seed", "c_data")  # what a cell's numbers depend on
@@ -60,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", "--num-images", dest="n", type=positive_int, default=500,
                         help="images (the first n of the split)")
     parser.add_argument("--batch-size", type=positive_int, default=100)
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="corruption noise and bootstrap resamples")
+    parser.add_argument("--resamples", type=nonnegative_int, default=RESAMPLES,
+                        help="bootstrap resamples for the paired 95%% intervals (0: none)")
     add_nonfinite_option(parser)
     parser.add_argument("--out", default="runs/robustness/results.json")
     parser.add_argument("--overwrite", action="store_true",
@@ -101,6 +105,8 @@ def run(args: argparse.Namespace, failures: list[str] | None = None,
     for option in ("n", "batch_size"):  # evaluate() callers bypass the parser's types
         if getattr(args, option) < 1:
             raise UserError(f"--{option.replace('_', '-')} must be at least 1 (got {getattr(args, option)})")
+    if args.resamples < 0:
+        raise UserError(f"--resamples must be at least 0 (got {args.resamples})")
     out = Path(args.out)
     cells_path = out.with_suffix(".cells.jsonl")
     check_out(out, files=[out.with_suffix(".csv"), cells_path])
@@ -234,13 +240,14 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
         starts = list(range(0, n, args.batch_size))[rank::world]
         batches = [(start // args.batch_size, list(range(start, min(start + args.batch_size, n)))) for start in starts]
         on_the_fly = corruption != "clean" and not args.c_data
-        counts = _count_correct(wanted, source, batches,
-                                (corruption, severity, args.backend, args.seed) if on_the_fly else None)
+        correct = _per_image_correct(wanted, source, batches,
+                                     (corruption, severity, args.backend, args.seed) if on_the_fly else None, n)
         if world > 1:
-            dist.all_reduce(counts)
+            dist.all_reduce(correct)
         for i, m in enumerate(wanted):
             cell = {"model": m.label, "corruption": corruption, "severity": severity,
-                    "correct": int(counts[i]), "total": int(counts[-1]), "setting": _setting(args)}
+                    "correct": int(correct[i].sum()), "total": n, "hits": pack_hits(correct[i].numpy() > 0),
+                    "setting": _setting(args)}
             done[(m.label, corruption, severity)] = cell
             if rank == 0:
                 append_line(cells_path, json_text(cell, indent=None))
@@ -249,20 +256,20 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
     return models
 
 
-def _count_correct(models: list[LoadedModel], source, batches: list[tuple[int, list[int]]],
-                   corruption: tuple | None) -> torch.Tensor:
-    """Correct predictions per model, then the image count: float64 ``[len(models) + 1]``."""
-    counts = torch.zeros(len(models) + 1, dtype=torch.float64)
+def _per_image_correct(models: list[LoadedModel], source, batches: list[tuple[int, list[int]]],
+                       corruption: tuple | None, n: int) -> torch.Tensor:
+    """Per image, 1 where a model is right: float64 ``[len(models), n]``, 0 on the images of other
+    ranks' shards (so a sum over ranks fills every row)."""
+    correct = torch.zeros(len(models), n, dtype=torch.float64)
     loader = DataLoader(source, batch_sampler=[indices for _, indices in batches])
-    for (index, _), (images, labels) in zip(batches, loader):
+    for (index, indices), (images, labels) in zip(batches, loader):
         if corruption:
             name, severity, backend, seed = corruption
             images = corrupt(images, name, severity, backend, seed=seed * 100_003 + index)
         for i, m in enumerate(models):
             with torch.no_grad():
-                counts[i] += (m.model(m.normalise(images)).argmax(1) == labels).sum().item()
-        counts[-1] += len(labels)
-    return counts
+                correct[i, indices] = (m.model(m.normalise(images)).argmax(1) == labels).double()
+    return correct
 
 
 def _setting(args) -> str:
@@ -275,7 +282,8 @@ def _read_cells(path: Path, rank: int, setting: str) -> dict:
     short by a kill is dropped (that cell is redone)."""
     done = {}
     for cell in read_cells(path, repair=rank == 0):
-        if cell["setting"] == setting:
+        # Cells without per-image results (written before they were kept) are redone.
+        if cell["setting"] == setting and cell.get("hits") is not None:
             done[(cell["model"], cell["corruption"], cell["severity"])] = cell
     return done
 
@@ -298,35 +306,112 @@ def build_results(models: list[LoadedModel], done: dict, args, baseline: str) ->
     for m in models:
         clean, errors = errors_of(m.label)
         scores = summarize(clean, errors, base_errors, base_clean)
-        results["models"][m.label] = {"checkpoint": m.spec, "n": done[(m.label, "clean", 0)]["total"],
+        n = done[(m.label, "clean", 0)]["total"]
+        results["models"][m.label] = {"checkpoint": m.spec, "n": n,
                                       "errors": {c: {str(s): e for s, e in v.items()} for c, v in errors.items()},
                                       **scores}
+        # Per image only when every cell holds the same images (--c-data files may hold fewer).
+        if all(done[(m.label, c, s)]["total"] == n for c in args.corruptions for s in args.severities):
+            results["models"][m.label].update(
+                correct_clean=done[(m.label, "clean", 0)]["hits"],
+                correct={c: {str(s): done[(m.label, c, s)]["hits"] for s in args.severities} for c in args.corruptions})
+    results["intervals"] = intervals(results, getattr(args, "resamples", RESAMPLES), args.seed)
     return results
 
 
+def intervals(results: dict, resamples: int = RESAMPLES, seed: int = 0) -> dict | None:
+    """Paired bootstrap intervals and McNemar tests of a results dict (:func:`emca_vis.stats.robustness_intervals`),
+    keyed like the scores; None without resamples or per-image results, or when cells hold
+    different images (pre-generated corruption files of other lengths): nothing to pair."""
+    models = results["models"]
+    corruptions, severities = results["corruptions"], results["severities"]
+    if not resamples or len({m["n"] for m in models.values()}) != 1 or any(not m.get("correct_clean")
+                                                                            for m in models.values()):
+        return None
+    n = next(iter(models.values()))["n"]
+    correct = {label: np.stack([unpack_hits(m["correct_clean"], n)]
+                               + [unpack_hits(m["correct"][c][str(s)], n) for c in corruptions for s in severities])
+               for label, m in models.items()}
+    baseline = results["baseline"]
+    if baseline == "alexnet":
+        baseline = np.array([ALEXNET_CLEAN_ERROR] + [ALEXNET_ERRORS[c][s - 1] if c in ALEXNET_ERRORS else np.nan
+                                                     for c in corruptions for s in severities])
+    over = [corruptions.index(c) for c in next(iter(models.values())).get("mce_over", [])]
+    found = robustness_intervals(correct, len(severities), over, baseline, resamples, seed)
+    for entry in found["models"].values():
+        entry["ce"] = {c: entry["ce"][i] for i, c in enumerate(corruptions)}
+    return found
+
+
 def write_csv(results: dict, path: Path) -> None:
+    bounds = {label: entry["ce"] for label, entry in ((results.get("intervals") or {}).get("models") or {}).items()}
     rows = []
     for label, model in results["models"].items():
-        rows.append([label, "clean", 0, model["clean_error"], ""])
+        rows.append([label, "clean", 0, model["clean_error"], "", "", ""])
         for c, by_severity in model["errors"].items():
+            low, high = (bounds.get(label, {}).get(c) or ["", ""])
             for s, e in by_severity.items():
-                rows.append([label, c, s, e, model["ce"].get(c, "")])
-    write_rows(path, rows, header=["model", "corruption", "severity", "error", "ce"])
+                rows.append([label, c, s, e, model["ce"].get(c, ""), low, high])
+    write_rows(path, rows, header=["model", "corruption", "severity", "error", "ce", "ce_ci_low", "ce_ci_high"])
 
 
 def markdown_table(results: dict) -> str:
+    """The scores (with 95% bootstrap intervals where the results have them), then each model's
+    paired differences from the one with the lowest mCE."""
     corruptions = results["corruptions"]
+    found = results.get("intervals") or {}
+    bounds = found.get("models") or {}
     short = [c.replace("_noise", "").replace("_blur", "").replace("_transform", "").replace("_compression", "")
              for c in corruptions]
     lines = [f"CE and mCE in % of {results['baseline']}'s errors; {results['data']} {results['split']}, "
-             f"{results['backend']} backend",
+             f"{results['backend']} backend" + (f"; [95% CI], paired bootstrap over the {found['n']} images "
+                                                 f"({found['resamples']} resamples)" if found else ""),
              "| model | clean err | mCE | rel. mCE | mCA | " + " | ".join(short) + " |",
              "|---|---:|---:|---:|---:|" + "---:|" * len(corruptions)]
     for label, m in results["models"].items():
         ce = [_pct(m["ce"].get(c)) for c in corruptions]
-        lines.append(f"| {label} | {100 * m['clean_error']:.1f} | {_pct(m['mce'])} | {_pct(m['relative_mce'])} | "
-                     f"{_pct(m['mean_corruption_accuracy'])} | " + " | ".join(ce) + " |")
-    return "\n".join(lines)
+        shown = [_with_interval(m[key], bounds.get(label, {}).get(key))
+                 for key in ("clean_error", "mce", "relative_mce", "mean_corruption_accuracy")]
+        lines.append(f"| {label} | " + " | ".join(shown + ce) + " |")
+    return "\n".join(lines + _differences(results))
+
+
+def _differences(results: dict) -> list[str]:
+    pairs = (results.get("intervals") or {}).get("pairs") or []
+    models = results["models"]
+    if not pairs:
+        return []
+    scored = [label for label, m in models.items() if m["mce"] is not None]
+    reference = min(scored, key=lambda label: models[label]["mce"]) if scored else next(iter(models))
+    lines = ["", f"Paired differences from {reference} (model minus {reference}, points; [95% CI]; McNemar's exact "
+                 "p on the clean images)",
+             "| model | clean err | McNemar p | mCE | rel. mCE | mCA |", "|---|---:|---:|---:|---:|---:|"]
+    for label in models:
+        if label == reference:
+            continue
+        pair = find_pair(pairs, label, reference)
+        cells = [_difference(pair.get(key)) for key in ("clean_error", "mce", "relative_mce",
+                                                         "mean_corruption_accuracy")]
+        cells.insert(1, f"{pair['clean_error']['p_value']:.3g}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + ["A dash: undefined on more than 1% of the resamples (the baseline makes no error under a "
+                    "corruption, or does not degrade, in too many of them)."]
+
+
+def _with_interval(value, bounds) -> str:
+    return _pct(value) if value is None or bounds is None else f"{_pct(value)} [{_pct(bounds[0])}, {_pct(bounds[1])}]"
+
+
+def _difference(comparison: dict | None) -> str:
+    if comparison is None:
+        return "-"
+    return f"{_points(comparison['difference'])} [{_points(comparison['low'])}, {_points(comparison['high'])}]"
+
+
+def _points(fraction: float) -> str:
+    """Signed percentage points; plain ``0.0`` when it rounds to zero (no ``-0.0``)."""
+    text = f"{100 * fraction:+.1f}"
+    return "0.0" if float(text) == 0 else text
 
 
 def _pct(value) -> str:

@@ -4,7 +4,9 @@ Both are checked against a schema (types, ranges, sizes, consistency) before any
 them, so a truncated, edited or foreign file is one line naming it and its first problem.
 Optional fields of the results JSON get their defaults here: ``ce`` and ``relative_ce`` ``{}``
 (no CE shown), the scores ``None`` (shown as a dash), ``data``/``split``/``backend``/``baseline``
-``None``.
+``None``, the per-image correctness (``correct_clean``, ``correct``: hex strings of packed bits,
+:func:`emca_vis.stats.pack_hits`) absent and ``intervals`` ``None`` (no intervals shown). Per-image
+correctness must agree with the errors it comes with.
 """
 
 from __future__ import annotations
@@ -16,19 +18,34 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import UserError
 from ..outputs import write_text
+from ..stats import unpack_hits
 from ..validation import FreeJson, Name, Text, parse_json, read_bytes, validate
 from .corruptions import SEVERITIES
 
 MAX_MODELS = 100
 MAX_CORRUPTIONS = 50
-MAX_RESULTS_BYTES = 16 << 20  # a full run of 100 models is well under 1 MB
-MAX_CELLS_BYTES = 64 << 20
+# Per-image correctness takes n / 4 characters per cell: 7 models x 76 cells on 500 images ~70 kB,
+# on ImageNet's 50,000 validation images ~6.6 MB (so the limit holds ~60 such models).
+MAX_RESULTS_BYTES = 64 << 20
+MAX_CELLS_BYTES = 128 << 20
+MAX_IMAGES_PACKED = 10_000_000
 
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False, strict=True)]
 Ratio = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False, strict=True)]
 Severity = Annotated[int, Field(ge=min(SEVERITIES), le=max(SEVERITIES), strict=True)]
 SeverityKey = Annotated[str, Field(pattern=f"^[{min(SEVERITIES)}-{max(SEVERITIES)}]$")]
 Count = Annotated[int, Field(ge=0, le=10**12, strict=True)]
+Hits = Annotated[str, Field(pattern="^[0-9a-f]*$", max_length=MAX_IMAGES_PACKED // 4)]
+Bounds = Annotated[list[Ratio], Field(min_length=2, max_length=2)]
+
+
+def _check_hits(hits: str, n: int, error: float | None, where: str) -> None:
+    try:
+        correct = unpack_hits(hits, n)
+    except ValueError as problem:
+        raise ValueError(f"{where}: {problem}") from None
+    if error is not None and abs(1 - correct.sum() / n - error) > 1e-9:
+        raise ValueError(f"{where}: {int(correct.sum())} of {n} images right does not give the error {error}")
 
 
 class ModelResults(BaseModel):
@@ -47,6 +64,80 @@ class ModelResults(BaseModel):
     relative_mce: Ratio | None = None
     mce_over: list[Name] = Field(default_factory=list, max_length=MAX_CORRUPTIONS)
     mean_corruption_accuracy: Fraction | None = None
+    correct_clean: Hits | None = None
+    correct: dict[Name, dict[SeverityKey, Hits]] = Field(default_factory=dict, max_length=MAX_CORRUPTIONS)
+
+    @model_validator(mode="after")
+    def _per_image(self) -> ModelResults:
+        if self.correct_clean is None:
+            if self.correct:
+                raise ValueError("correct: per-image results without correct_clean")
+            return self
+        if self.n is None:
+            raise ValueError("correct_clean: per-image results need n")
+        _check_hits(self.correct_clean, self.n, self.clean_error, "correct_clean")
+        if set(self.correct) != set(self.errors):
+            raise ValueError("correct: its corruptions are not those of errors")
+        for corruption, by_severity in self.correct.items():
+            if set(by_severity) != set(self.errors[corruption]):
+                raise ValueError(f"correct.{corruption}: its severities are not those of errors")
+            for severity, hits in by_severity.items():
+                _check_hits(hits, self.n, self.errors[corruption][severity], f"correct.{corruption}.{severity}")
+        return self
+
+
+class _Difference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    difference: Ratio
+    low: Ratio
+    high: Ratio
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Difference:
+        if self.low > self.high:
+            raise ValueError(f"low={self.low} is above high={self.high}")
+        return self
+
+
+class _CleanDifference(_Difference):
+    a_only: Count
+    b_only: Count
+    p_value: Fraction
+
+
+class _Pair(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    a: Name
+    b: Name
+    clean_error: _CleanDifference
+    mce: _Difference | None = None
+    relative_mce: _Difference | None = None
+    mean_corruption_accuracy: _Difference | None = None
+
+
+class _ModelIntervals(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    clean_error: Bounds | None = None
+    mce: Bounds | None = None
+    relative_mce: Bounds | None = None
+    mean_corruption_accuracy: Bounds | None = None
+    ce: dict[Name, Bounds | None] = Field(default_factory=dict, max_length=MAX_CORRUPTIONS)
+
+
+class Intervals(BaseModel):
+    """Paired bootstrap intervals and McNemar tests (:func:`emca_vis.stats.robustness_intervals`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False, strict=True)]
+    resamples: Annotated[int, Field(ge=1, le=10**7, strict=True)]
+    seed: Count
+    n: Annotated[int, Field(ge=1, le=10**12, strict=True)]
+    models: dict[Name, _ModelIntervals] = Field(max_length=MAX_MODELS)
+    pairs: list[_Pair] = Field(max_length=MAX_MODELS * (MAX_MODELS - 1) // 2)
 
 
 class Results(BaseModel):
@@ -62,9 +153,14 @@ class Results(BaseModel):
     split: Name | None = None
     backend: Name | None = None
     baseline: Name | None = None
+    intervals: Intervals | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Results:
+        if self.intervals is not None:
+            named = set(self.intervals.models) | {p.a for p in self.intervals.pairs} | {p.b for p in self.intervals.pairs}
+            if named - set(self.models):
+                raise ValueError(f"intervals: model {sorted(named - set(self.models))[0]!r} is not among the models")
         severities = {str(s) for s in self.severities}
         for label, model in self.models.items():
             if set(model.errors) != set(self.corruptions):
@@ -88,12 +184,20 @@ class Cell(BaseModel):
     severity: Annotated[int, Field(ge=0, le=max(SEVERITIES), strict=True)]
     correct: Count
     total: Annotated[int, Field(ge=1, le=10**12, strict=True)]
+    hits: Hits | None = None  # per image, packed; absent in cells of older runs (they are redone)
     setting: Text
 
     @model_validator(mode="after")
     def _consistent(self) -> Cell:
         if self.correct > self.total:
             raise ValueError(f"correct={self.correct} is more than total={self.total}")
+        if self.hits is not None:
+            try:
+                hits = unpack_hits(self.hits, self.total)
+            except ValueError as problem:
+                raise ValueError(f"hits: {problem}") from None
+            if int(hits.sum()) != self.correct:
+                raise ValueError(f"hits: {int(hits.sum())} images right, not correct={self.correct}")
         if (self.corruption == "clean") != (self.severity == 0):
             raise ValueError("severity 0 is for the clean cell only")
         return self
