@@ -47,8 +47,9 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def count_gflops(model: torch.nn.Module, image_size: int | tuple[int, int], device: str = "cpu") -> float:
-    """Multiply-accumulates of one image's forward pass, in billions (the convention of
-    the ResNet papers: ResNet-50 = 4.1). ``FlopCounterMode`` counts 2 FLOPs per MAC.
+    """Multiply-accumulates of one image's forward pass, in billions (a multiply-add is one
+    FLOP, as in the ResNet papers; torchvision's ResNet-50 = 4.09). ``FlopCounterMode`` counts
+    2 FLOPs per MAC and only convolutions and matrix products.
     ``image_size``: a side, or (height, width)."""
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     x = torch.zeros(1, 3, height, width, device=device)

@@ -31,6 +31,33 @@ def test_parameter_relations_of_the_paper_table():
     assert round(params("resnet50_bam") / 1e6, 2) == 25.92  # BAM paper: 25.92M
 
 
+def emca_table_units(name, bias_free_fc=False):
+    """Parameters as the EMCA paper's table counts them: thop (parameters of leaf modules
+    only, so SRM's channel-wise FC and SANet's gates are missed) divided by 2^20; its SE-type
+    FC layers have no bias."""
+    with torch.device("meta"):
+        model = create_model(name)
+    total = 0
+    for module_name, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+        for param_name, p in module.named_parameters(recurse=False):
+            fc_bias = param_name == "bias" and isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
+            if not (bias_free_fc and fc_bias and module_name != "fc"):
+                total += p.numel()
+    return round(total / 2**20, 3)
+
+
+def test_counts_reproduce_the_emca_table_in_its_units():
+    published = {"resnet50": 24.373, "resnet50_eca": 24.373, "resnet50_srm": 24.402, "resnet50_epsa": 21.517,
+                 "resnet50_sa": 24.373, "resnet50_emca_eca": 24.373, "resnet50_emca_srm": 24.380}
+    assert {name: emca_table_units(name) for name in published} == published
+    bias_free = {"resnet50_se": 26.772, "resnet50_fca": 26.772, "resnet50_emca_se": 25.037}
+    assert {name: emca_table_units(name, bias_free_fc=True) for name in bias_free} == bias_free
+    # BAM's and A2-Net's rows (25.92, 33.006) are decimal millions, as in their own papers.
+    assert round(params("resnet50_bam") / 1e6, 2) == 25.92 and emca_table_units("resnet50_bam") == 24.715
+
+
 def test_names_are_registered_and_epsanet_refuses_basic_blocks():
     names = list_models()
     for suffix in BASELINES:
