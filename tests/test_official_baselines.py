@@ -215,3 +215,4 @@ def test_other_layouts_of_these_repositories_are_refused_in_one_line(tmp_path):
     _one_line_error(f":cbam={bam_file}", r"attention-module state dict holds BAM modules \(bam1\.\.bam3\), not CBAM")
     _one_line_error(f"resnet18_cbam={bam_file}", r"bam weights hold resnet18_bam .*, not resnet18_cbam$")
     _one_line_error(f"fcanet20:fcanet={bam_file}", "FcaNet's fcanet20: emca-vis builds ResNet depths")
+    _one_line_error(f"fca20:fcanet={bam_file}", "FcaNet's fca20: emca-vis builds ResNet depths")

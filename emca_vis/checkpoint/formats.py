@@ -265,7 +265,7 @@ _official("srm", "SRM's resnet(d, 'srm' or 'se') (hyunjaelee410/style-based-reca
 _official("emca-authors", "the EMCA authors' eca_resnet{18,...,152} (eslambakr/EMCA, its released "
           "configuration) -> resnet{d}_emca_eca_released", official.emca_authors, official.is_emca_authors,
           lambda keys: "emca_eca_released", official.emca_authors_model_name)
-_official("fcanet", "FcaNet's fcanet{34,50,101,152} (cfzd/FcaNet) -> resnet{d}_fca with its bias-free FC layers "
+_official("fcanet", "FcaNet's fcanet{34,50,101,152} / fca{d} (cfzd/FcaNet) -> resnet{d}_fca with its bias-free FC layers "
           "(fca_bias=False) and its DCT filters", official.fcanet, official.is_fcanet, lambda keys: "fca",
           official.fcanet_model_name)
 _official("bam", "BAM's ResidualNet(ImageNet or CIFAR, d, n, 'BAM') (Jongchan/attention-module) -> resnet{d}_bam",

@@ -10,7 +10,7 @@ options compute what that code computes; :mod:`.formats` registers each as a ``-
 | ``cbam`` | Jongchan/attention-module (``MODELS/model_resnet.py``, ``cbam.py``) | ``ResidualNet(type, d, n, "CBAM")`` | ``resnet{d}_cbam`` | ``cbam_spatial="official"``; ``stem="cifar"`` for its CIFAR networks |
 | ``srm`` | hyunjaelee410/style-based-recalibration-module | ``resnet(d, recalibration_type="srm" / "se")`` | ``resnet{d}_srm`` / ``resnet{d}_se`` | ``srm_std="unbiased"`` |
 | ``emca-authors`` | eslambakr/EMCA (``Code/eca_resnet_multi_scale.py``) | ``eca_resnet{d}`` (``--arch resnet{d}``) | ``resnet{d}_emca_eca_released`` | ``eca_kernels`` |
-| ``fcanet`` | cfzd/FcaNet (``model/fcanet.py``, ``model/layer.py``) | ``fcanet{d}`` | ``resnet{d}_fca`` | ``fca_bias=False`` |
+| ``fcanet`` | cfzd/FcaNet (``model/fcanet.py``, ``model/layer.py``) | ``fcanet{d}``, ``fca{d}`` (hub) | ``resnet{d}_fca`` | ``fca_bias=False`` |
 | ``bam`` | Jongchan/attention-module (``MODELS/model_resnet.py``, ``bam.py``) | ``ResidualNet(type, d, n, "BAM")`` | ``resnet{d}_bam`` | ``stem="cifar"`` for its CIFAR networks |
 | ``epsanet`` | murufeng/EPSANet (``models/epsanet.py``) | ``epsanet{d}`` | ``resnet{d}_epsa`` | |
 | ``sanet`` | wofmanaf/SA-Net (``models/sa_resnet.py``) | ``sa_resnet{d}`` | ``resnet{d}_sa`` | |
@@ -332,8 +332,8 @@ eca_net_model_name = _depth_name(r"eca_resnet(\d+)", "eca", "ECA-Net")
 """``eca_resnet50`` -> ``resnet50_eca``; other names pass through."""
 emca_authors_model_name = _depth_name(r"(eca_)?resnet(\d+)", "emca_eca_released", "the EMCA authors' code")
 """``eca_resnet50`` (their function) or ``resnet50`` (their ``--arch``) -> ``resnet50_emca_eca_released``."""
-fcanet_model_name = _depth_name(r"fcanet(\d+)", "fca", "FcaNet")
-"""``fcanet50`` -> ``resnet50_fca``; other names pass through."""
+fcanet_model_name = _depth_name(r"(fca|fcanet)(\d+)", "fca", "FcaNet")
+"""``fcanet50`` (its function) or ``fca50`` (its torch.hub entry) -> ``resnet50_fca``; other names pass through."""
 epsanet_model_name = _depth_name(r"epsanet(\d+)", "epsa", "EPSANet")
 """``epsanet50`` -> ``resnet50_epsa``; other names pass through."""
 sanet_model_name = _depth_name(r"sa_resnet(\d+)", "sa", "SA-Net")
