@@ -261,11 +261,11 @@ EPSA_GROUPS = (1, 4, 8, 16)
 def epsanet(state_dict: Mapping[str, Tensor]) -> Converted:
     """EPSANet's ``epsanet{50,101}``: ``layerS.B.conv2.{conv_1..conv_4, se.fc1, se.fc2}``, key for key."""
     for key, value in state_dict.items():
-        if m := re.fullmatch(r"(layer\d+\.\d+)\.conv2\.conv_([1-4])\.weight", key):
-            conv1 = state_dict.get(f"{m.group(1)}.conv1.weight")
-            groups, expected = (None, None) if conv1 is None else (conv1.shape[0] // value.shape[1],
-                                                                   EPSA_GROUPS[int(m.group(2)) - 1])
-            if groups != expected:
+        m = re.fullmatch(r"(layer\d+\.\d+)\.conv2\.conv_([1-4])\.weight", key)
+        conv1 = state_dict.get(f"{m.group(1)}.conv1.weight") if m else None
+        if conv1 is not None:  # the PSA convs' groups: their input channels over those per group
+            groups = conv1.shape[0] // value.shape[1]
+            if groups != EPSA_GROUPS[int(m.group(2)) - 1]:
                 raise ValueError(f"EPSANet state dict with {groups} groups in {key} (emca-vis builds "
                                  f"EPSANet-50/101 small: groups {', '.join(map(str, EPSA_GROUPS))})")
     return _named(dict(state_dict), "epsa", {})
