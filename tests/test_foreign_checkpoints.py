@@ -155,8 +155,8 @@ def test_spec_syntax():
     assert parse_spec("runs/a=b.pth").model is None  # a head with '/' is part of the path
     assert parse_spec(":ema=x.pth") == CheckpointSpec(parse_spec("x.pth").path, None, True)
     assert parse_spec("=x.pth").path.name == "=x.pth"
-    with pytest.raises(UserError, match=r"unknown or repeated tag 'tf'; .*one format of auto, timm, eca-net, cbam, srm, "
-                                         r"emca-authors, torchvision$"):
+    with pytest.raises(UserError, match=r"unknown or repeated tag 'tf'; .*one format of auto, epsanet, timm, eca-net, "
+                                         r"cbam, srm, emca-authors, fcanet, bam, sanet, torchvision$"):
         parse_spec("resnet50:tf=x.pth")
     with pytest.raises(UserError, match="no file after '='"):
         parse_spec("resnet50=")

@@ -193,7 +193,7 @@ def test_wrong_model_names_and_unmapped_layouts_are_one_line(tmp_path):
     bam = {k: torch.zeros(v.shape) for k, v in plain.items()} | {"bam1.channel_att.gate_c.gate_c_fc_0.weight":
                                                                  torch.zeros(4, 64)}
     torch.save(bam, tmp_path / "bam.pth")
-    _one_line_error(tmp_path / "bam.pth", r"bam.pth: attention-module state dict holds BAM modules")
+    _one_line_error(f":cbam={tmp_path / 'bam.pth'}", r"bam.pth: attention-module state dict holds BAM modules")
     ge = {k: torch.zeros(v.shape) for k, v in plain.items()} | {"layer1.0.rclb.conv.0.weight": torch.zeros(64, 1, 56, 56)}
     torch.save(ge, tmp_path / "ge.pth")
     _one_line_error(tmp_path / "ge.pth", r"GE modules \(recalibration_type='ge'\), which have no emca-vis model")

@@ -348,7 +348,8 @@ def test_emca_authors_other_configurations_are_refused():
 
 def test_detection_is_unambiguous():
     assert detect_format(_torchvision_keys(18)).name == "torchvision"
-    assert list(FORMATS) == ["timm", "eca-net", "cbam", "srm", "emca-authors", "torchvision"]
+    assert list(FORMATS) == ["epsanet", "timm", "eca-net", "cbam", "srm", "emca-authors", "fcanet", "bam", "sanet",
+                             "torchvision"]
     assert infer_depth(_torchvision_keys(34)) == 34 and infer_depth({"conv1.weight": torch.zeros(1)}) is None
     assert len(_blocks(_torchvision_keys(34))) == 16
 

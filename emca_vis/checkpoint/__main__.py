@@ -18,8 +18,8 @@ from .formats import FORMATS
 def import_parser() -> Parser:
     parser = Parser(
         prog="python -m emca_vis.checkpoint import",
-        description="Write a foreign checkpoint (torchvision, timm, the official ECA-Net, CBAM, SRM and EMCA "
-                    "code, training containers) as a self-describing "
+        description="Write a foreign checkpoint (torchvision, timm, the official ECA-Net, CBAM, SRM, FcaNet, "
+                    "BAM, EPSANet, SA-Net and EMCA code, training containers) as a self-describing "
                     "emca-vis checkpoint, after checking that its weights fit the architecture exactly and "
                     "give finite logits.")
     parser.add_argument("source", help="the foreign file (or a MODEL[:ema][:FORMAT]=PATH spec)")

@@ -14,9 +14,14 @@ entry (in :data:`FORMATS` order) whose detector accepts the key names; a new for
     cbam         CBAM's ResidualNet(..., "CBAM") (Jongchan/attention-module) -> resnet{d}_cbam
     srm          SRM's resnet(d, "srm" / "se") (hyunjaelee410/...)         -> resnet{d}_srm / _se
     emca-authors the EMCA authors' eca_resnet{d} (eslambakr/EMCA)          -> resnet{d}_emca_eca_released
+    fcanet       FcaNet's fcanet{d} (cfzd/FcaNet)                            -> resnet{d}_fca (fca_bias=False)
+    bam          BAM's ResidualNet(..., "BAM") (Jongchan/attention-module)   -> resnet{d}_bam
+    epsanet      EPSANet's epsanet{d} (murufeng/EPSANet)                     -> resnet{d}_epsa
+    sanet        SA-Net's sa_resnet{d} (wofmanaf/SA-Net)                     -> resnet{d}_sa
 
 The official repositories' converters live in :mod:`.official`; their entries are registered
-here, after timm's and before torchvision's (whose detector accepts any torchvision-named ResNet).
+here, after timm's and before torchvision's (whose detector accepts any torchvision-named ResNet);
+EPSANet's before timm's.
 """
 
 from __future__ import annotations
@@ -221,9 +226,10 @@ register(Format("timm", "timm resnet{18,...,152} and seresnet{18,...,152} (deep-
 
 def _official(name: str, summary: str, convert: Callable[[StateDict], official.Converted],
               detect: Callable[[StateDict], bool], attention: Callable[[Collection[str]], str],
-              model_name: Callable[[str], str] = lambda name: name) -> Format:
+              model_name: Callable[[str], str] = lambda name: name, before: str = "torchvision") -> Format:
     """A :class:`Format` over an :mod:`.official` converter. ``attention``: the emca-vis attention
-    suffix of a converted state dict, so the blocks per stage name the model."""
+    suffix of a converted state dict, so the blocks per stage name the model; ``before``: the entry
+    it is detected before."""
 
     def checked_convert(state_dict: StateDict, model: str | None) -> tuple[StateDict, dict]:
         try:
@@ -244,7 +250,7 @@ def _official(name: str, summary: str, convert: Callable[[StateDict], official.C
 
     return register(Format(name, summary, detect=detect, convert=checked_convert, model_name=checked_name,
                            infer_model=lambda keys: official.resnet_name(keys, attention(keys))),
-                    before="torchvision")
+                    before=before)
 
 
 _official("eca-net", "ECA-Net's eca_resnet{18,...,152} (BangguWu/ECANet) -> resnet{d}_eca, its kernel per stage "
@@ -259,3 +265,13 @@ _official("srm", "SRM's resnet(d, 'srm' or 'se') (hyunjaelee410/style-based-reca
 _official("emca-authors", "the EMCA authors' eca_resnet{18,...,152} (eslambakr/EMCA, its released "
           "configuration) -> resnet{d}_emca_eca_released", official.emca_authors, official.is_emca_authors,
           lambda keys: "emca_eca_released", official.emca_authors_model_name)
+_official("fcanet", "FcaNet's fcanet{34,50,101,152} / fca{d} (cfzd/FcaNet) -> resnet{d}_fca with its bias-free FC layers "
+          "(fca_bias=False) and its DCT filters", official.fcanet, official.is_fcanet, lambda keys: "fca",
+          official.fcanet_model_name)
+_official("bam", "BAM's ResidualNet(ImageNet or CIFAR, d, n, 'BAM') (Jongchan/attention-module) -> resnet{d}_bam",
+          official.bam, official.is_bam, lambda keys: "bam")
+# EPSANet's SE modules are named ``se`` (conv2.se.fc1), which timm's detector takes for its own.
+_official("epsanet", "EPSANet's epsanet{50,101} (murufeng/EPSANet) -> resnet{d}_epsa, key for key",
+          official.epsanet, official.is_epsanet, lambda keys: "epsa", official.epsanet_model_name, before="timm")
+_official("sanet", "SA-Net's sa_resnet{50,101,152} (wofmanaf/SA-Net) -> resnet{d}_sa", official.sanet,
+          official.is_sanet, lambda keys: "sa", official.sanet_model_name)

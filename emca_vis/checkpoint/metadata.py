@@ -70,6 +70,7 @@ class ModelOptions(BaseModel):
     srm_std: Literal[SRM_STDS] = "biased"
     cbam_spatial: Literal[CBAM_SPATIALS] = "paper"
     se_divisor: Annotated[int, Field(ge=1, le=64, strict=True)] | None = None
+    fca_bias: bool = Field(True, strict=True)
 
     @model_validator(mode="after")
     def _known(self) -> ModelOptions:

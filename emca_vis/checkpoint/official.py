@@ -10,6 +10,13 @@ options compute what that code computes; :mod:`.formats` registers each as a ``-
 | ``cbam`` | Jongchan/attention-module (``MODELS/model_resnet.py``, ``cbam.py``) | ``ResidualNet(type, d, n, "CBAM")`` | ``resnet{d}_cbam`` | ``cbam_spatial="official"``; ``stem="cifar"`` for its CIFAR networks |
 | ``srm`` | hyunjaelee410/style-based-recalibration-module | ``resnet(d, recalibration_type="srm" / "se")`` | ``resnet{d}_srm`` / ``resnet{d}_se`` | ``srm_std="unbiased"`` |
 | ``emca-authors`` | eslambakr/EMCA (``Code/eca_resnet_multi_scale.py``) | ``eca_resnet{d}`` (``--arch resnet{d}``) | ``resnet{d}_emca_eca_released`` | ``eca_kernels`` |
+| ``fcanet`` | cfzd/FcaNet (``model/fcanet.py``, ``model/layer.py``) | ``fcanet{d}``, ``fca{d}`` (hub) | ``resnet{d}_fca`` | ``fca_bias=False`` |
+| ``bam`` | Jongchan/attention-module (``MODELS/model_resnet.py``, ``bam.py``) | ``ResidualNet(type, d, n, "BAM")`` | ``resnet{d}_bam`` | ``stem="cifar"`` for its CIFAR networks |
+| ``epsanet`` | murufeng/EPSANet (``models/epsanet.py``) | ``epsanet{d}`` | ``resnet{d}_epsa`` | |
+| ``sanet`` | wofmanaf/SA-Net (``models/sa_resnet.py``) | ``sa_resnet{d}`` | ``resnet{d}_sa`` | |
+
+A2-Net has no format: its authors released no code, and no public implementation ships an
+A2-ResNet (or weights) whose layout could be mapped.
 
 The converters take the bare state dict (containers such as ``{"state_dict": ...}`` and
 ``module.`` prefixes already removed) and return a :class:`Converted`; keys they do not
@@ -198,6 +205,89 @@ def emca_authors(state_dict: Mapping[str, Tensor]) -> Converted:
     return _named(out, "emca_eca_released", {"eca_kernels": kernels} if kernels else {})
 
 
+# --- FcaNet: cfzd/FcaNet ----------------------------------------------------------------------
+# torchvision's ResNet with FcaBottleneck / FcaBasicBlock: an ``att`` MultiSpectralAttentionLayer
+# after the last BN (dct_layer.weight: a [C, h, w] DCT buffer, h = w = 56/28/14/7 by stage;
+# fc = Sequential(Linear(C, C/16, bias=False), ReLU, Linear(C/16, C, bias=False), Sigmoid)).
+
+def fcanet(state_dict: Mapping[str, Tensor]) -> Converted:
+    """FcaNet's ``fcanet{34,50,101,152}``: ``layerS.B.att.{dct_layer.weight, fc.0, fc.2}``.
+
+    The checkpoint's DCT filters are loaded as they are (a ``freq_sel_method`` other than
+    top16 then still computes what it computed)."""
+    out = _rename(state_dict, [
+        (r"^(layer\d+\.\d+)\.att\.dct_layer\.weight$", r"\1.attn.dct"),
+        (r"^(layer\d+\.\d+)\.att\.fc\.0\.", r"\1.attn.fc1."),
+        (r"^(layer\d+\.\d+)\.att\.fc\.2\.", r"\1.attn.fc2."),
+    ])
+    biased = any(re.search(r"\.attn\.fc[12]\.bias$", k) for k in out)
+    return _named(out, "fca", {} if biased else {"fca_bias": False})
+
+
+# --- BAM: Jongchan/attention-module ----------------------------------------------------------
+# ``ResidualNet(network_type, depth, num_classes, 'BAM')``: plain blocks, ``bam1..bam3`` applied to
+# the outputs of layer1..layer3 (channel_att.gate_c: Linear, BatchNorm1d, ReLU, Linear on the
+# average-pooled map; spatial_att.gate_s: 1x1 reduce, two dilated 3x3, 1x1 to one map, with BN;
+# out = x * (1 + sigmoid(channel * spatial))). emca-vis holds them in the stage's last block.
+
+def bam(state_dict: Mapping[str, Tensor]) -> Converted:
+    """attention-module's ``att_type='BAM'`` nets: ``bam{1,2,3}.{channel_att,spatial_att}.*``."""
+    if any(".cbam." in k for k in state_dict):
+        raise ValueError("attention-module state dict holds CBAM modules (layerS.B.cbam), not BAM")
+    last = {}
+    for key in state_dict:
+        if m := re.match(r"layer(\d+)\.(\d+)\.", key):
+            last[m.group(1)] = max(last.get(m.group(1), 0), int(m.group(2)))
+    out = {}
+    for key, value in state_dict.items():
+        if (m := re.match(r"bam([123])\.(.+)", key)) and m.group(1) in last:
+            key = f"layer{m.group(1)}.{last[m.group(1)]}.attn.{m.group(2)}"
+        out[key] = value
+    conv1 = state_dict.get("conv1.weight")
+    # network_type CIFAR10/100: a 3x3 stride-1 stem without max-pool, emca-vis's "cifar" stem.
+    options = {"stem": "cifar"} if conv1 is not None and conv1.shape[-1] == 3 else {}
+    return _named(out, "bam", options)
+
+
+# --- EPSANet: murufeng/EPSANet ---------------------------------------------------------------
+# EPSABlock: torchvision's bottleneck whose conv2 is a PSAModule (conv_1..conv_4: kernels 3, 5, 7,
+# 9, groups 1, 4, 8, 16, C/4 channels each; se = SEWeightModule with 1x1 convs fc1, fc2 shared by
+# the four; softmax over the scales; concatenated largest kernel first). emca-vis's PSA has the
+# same names as conv2's children.
+
+EPSA_GROUPS = (1, 4, 8, 16)
+
+
+def epsanet(state_dict: Mapping[str, Tensor]) -> Converted:
+    """EPSANet's ``epsanet{50,101}``: ``layerS.B.conv2.{conv_1..conv_4, se.fc1, se.fc2}``, key for key."""
+    for key, value in state_dict.items():
+        m = re.fullmatch(r"(layer\d+\.\d+)\.conv2\.conv_([1-4])\.weight", key)
+        conv1 = state_dict.get(f"{m.group(1)}.conv1.weight") if m else None
+        if conv1 is not None:  # the PSA convs' groups: their input channels over those per group
+            groups = conv1.shape[0] // value.shape[1]
+            if groups != EPSA_GROUPS[int(m.group(2)) - 1]:
+                raise ValueError(f"EPSANet state dict with {groups} groups in {key} (emca-vis builds "
+                                 f"EPSANet-50/101 small: groups {', '.join(map(str, EPSA_GROUPS))})")
+    return _named(dict(state_dict), "epsa", {})
+
+
+# --- SANet: wofmanaf/SA-Net ------------------------------------------------------------------
+# SABottleneck: torchvision's bottleneck with ``sa`` = sa_layer(C, groups=64) after bn3 (cweight,
+# cbias, sweight, sbias [1, C/128, 1, 1]; gn = GroupNorm(C/128, C/128)).
+
+SA_GROUPS = 64
+
+
+def sanet(state_dict: Mapping[str, Tensor]) -> Converted:
+    """SA-Net's ``sa_resnet{50,101,152}``: ``layerS.B.sa.*`` -> ``layerS.B.attn.*``."""
+    out = _rename(state_dict, [(r"^(layer\d+\.\d+)\.sa\.", r"\1.attn.")])
+    for key, value in out.items():
+        if m := re.fullmatch(r"(layer\d+\.\d+)\.attn\.cweight", key):
+            channels = out[f"{m.group(1)}.bn3.weight"].shape[0] if f"{m.group(1)}.bn3.weight" in out else None
+            if channels is not None and value.shape[1] * 2 * SA_GROUPS != channels:
+                raise ValueError(f"SA-Net state dict with {channels // (2 * value.shape[1])} groups in {key}; "
+                                 f"emca-vis builds sa_layer's default of {SA_GROUPS}")
+    return _named(out, "sa", {})
 
 
 # --- detection and model names ----------------------------------------------------------------
@@ -210,12 +300,16 @@ def _has(pattern: str) -> Callable[[Mapping[str, Tensor]], bool]:
     return lambda state_dict: any(compiled.search(k) for k in state_dict)
 
 
-# Each is true only for its repository's module names; BAM, GE and MobileNet layouts are
-# detected too, so that their converter's refusal says why.
+# Each is true only for its repository's module names; GE and MobileNet layouts are detected
+# too, so that their converter's refusal says why.
 is_eca_net = _has(r"^layer\d+\.\d+\.eca\.conv\.weight$|^features\.\d+\.conv\.\d+\.conv\.weight$")
-is_cbam = _has(r"^layer\d+\.\d+\.cbam\.ChannelGate\.mlp\.1\.weight$|^bam\d\.")
+is_cbam = _has(r"^layer\d+\.\d+\.cbam\.ChannelGate\.mlp\.1\.weight$")
 is_srm = _has(r"^layer\d+\.\d+\.rclb\.")
 is_emca_authors = _has(r"^stage\d\.\d+\.ECA_excitation_local\.0\.weight$")
+is_fcanet = _has(r"^layer\d+\.\d+\.att\.dct_layer\.weight$")
+is_bam = _has(r"^bam[123]\.channel_att\.gate_c\.")
+is_epsanet = _has(r"^layer\d+\.\d+\.conv2\.conv_1\.weight$")
+is_sanet = _has(r"^layer\d+\.\d+\.sa\.cweight$")
 
 
 def _depth_name(pattern: str, suffix: str, repository: str) -> Callable[[str], str]:
@@ -238,3 +332,9 @@ eca_net_model_name = _depth_name(r"eca_resnet(\d+)", "eca", "ECA-Net")
 """``eca_resnet50`` -> ``resnet50_eca``; other names pass through."""
 emca_authors_model_name = _depth_name(r"(eca_)?resnet(\d+)", "emca_eca_released", "the EMCA authors' code")
 """``eca_resnet50`` (their function) or ``resnet50`` (their ``--arch``) -> ``resnet50_emca_eca_released``."""
+fcanet_model_name = _depth_name(r"(fca|fcanet)(\d+)", "fca", "FcaNet")
+"""``fcanet50`` (its function) or ``fca50`` (its torch.hub entry) -> ``resnet50_fca``; other names pass through."""
+epsanet_model_name = _depth_name(r"epsanet(\d+)", "epsa", "EPSANet")
+"""``epsanet50`` -> ``resnet50_epsa``; other names pass through."""
+sanet_model_name = _depth_name(r"sa_resnet(\d+)", "sa", "SA-Net")
+"""``sa_resnet50`` -> ``resnet50_sa``; other names pass through."""

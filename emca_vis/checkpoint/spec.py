@@ -2,7 +2,8 @@
 
     runs/emca.safetensors                  an emca-vis checkpoint (it describes itself)
     r50.pth                                a foreign file whose key names say its model (plain, timm SE,
-                                           the official ECA-Net/CBAM/SRM/EMCA code)
+                                           the official ECA-Net/CBAM/SRM/FcaNet/BAM/EPSANet/
+                                           SA-Net/EMCA code)
     resnet50=r50.pth                       a foreign file holding a torchvision/timm ResNet-50
     resnet50_se:timm=seresnet50.pth        the format named instead of detected from key names
     resnet50:ema=train/last.pth            the EMA weights of a training checkpoint

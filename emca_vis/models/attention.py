@@ -191,14 +191,16 @@ def _hidden(channels: int, reduction: int, divisor: int | None = None) -> int:
 class SE(ChannelAttention):
     """Squeeze-and-Excitation: GAP -> FC(C/16) -> ReLU -> FC(C) -> sigmoid.
 
-    ``divisor``: round the hidden width as timm does (8 for timm's ``seresnet*``).
+    ``divisor``: round the hidden width as timm does (8 for timm's ``seresnet*``);
+    ``bias``: whether the FC layers have biases.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, divisor: int | None = None, **kwargs):
+    def __init__(self, channels: int, reduction: int = 16, divisor: int | None = None, bias: bool = True,
+                 **kwargs):
         super().__init__(channels, **kwargs)
         hidden = _hidden(channels, reduction, divisor)
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)
 
     def excite(self, s: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(s)))

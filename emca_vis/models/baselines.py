@@ -52,8 +52,9 @@ def dct_filters(channels: int, size: int, frequencies=FCA_TOP16) -> Tensor:
     filters = torch.zeros(channels, size, size)
     part = channels // len(frequencies)
     for i, (u, v) in enumerate(frequencies):
-        row = torch.tensor([_dct_basis(t, u * step, size) for t in range(size)])
-        col = torch.tensor([_dct_basis(t, v * step, size) for t in range(size)])
+        # Products in float64, rounded once to float32: the released code's filters bit for bit.
+        row = torch.tensor([_dct_basis(t, u * step, size) for t in range(size)], dtype=torch.float64)
+        col = torch.tensor([_dct_basis(t, v * step, size) for t in range(size)], dtype=torch.float64)
         filters[i * part:(i + 1) * part] = row[:, None] * col[None, :]
     return filters
 
@@ -63,11 +64,12 @@ class FCA(SE):
 
     The FC layers are SE's own, so the parameters are exactly SE's; the DCT filters are a
     buffer. Maps of another size than the DCT grid are average-pooled to it first, as the
-    released code does for detection inputs.
+    released code does for detection inputs. ``bias=False`` drops the FC biases as the
+    released code (``nn.Linear(..., bias=False)``) does; its checkpoints need that.
     """
 
-    def __init__(self, channels: int, dct_size: int = 7, reduction: int = 16, **kwargs):
-        super().__init__(channels, reduction=reduction, **kwargs)
+    def __init__(self, channels: int, dct_size: int = 7, reduction: int = 16, bias: bool = True, **kwargs):
+        super().__init__(channels, reduction=reduction, bias=bias, **kwargs)
         self.dct_size = dct_size
         self.register_buffer("dct", dct_filters(channels, dct_size))
 
@@ -270,9 +272,9 @@ class Baseline:
         return placement == "all" or (placement == "first" and index == 0) or (
             placement == "last" and index == blocks - 1)
 
-    def build(self, channels: int, stage: int, **kwargs) -> ChannelAttention:
+    def build(self, channels: int, stage: int, fca_bias: bool = True, **kwargs) -> ChannelAttention:
         if self.module is FCA:
-            return FCA(channels, dct_size=FCA_SIZES[stage], **kwargs)
+            return FCA(channels, dct_size=FCA_SIZES[stage], bias=fca_bias, **kwargs)
         return self.module(channels, **kwargs)
 
 

@@ -30,7 +30,8 @@ RELEASED_BASES = ("eca",)  # the released code's EMCA bases with a variant here
 _NAME = re.compile(r"resnet(\d+)(?:_(emca_)?([a-z0-9]+?)(_released)?)?")
 # Options that belong to one attention type: the bases they apply to, and their defaults.
 _ATTENTION_OPTIONS = {"eca_kernels": (("eca",), None), "srm_std": (("srm",), "biased"),
-                      "cbam_spatial": (("cbam",), "paper"), "se_divisor": (("se",), None)}
+                      "cbam_spatial": (("cbam",), "paper"), "se_divisor": (("se",), None),
+                      "fca_bias": (("fca",), True)}
 LABELS = {None: "none", "se": "SE", "eca": "ECA", "srm": "SRM", "cbam": "CBAM",
           **{name: spec.label for name, spec in BASELINES.items()}}
 """Display names of the attention types (``None``: the plain ResNet)."""
@@ -102,6 +103,8 @@ def _attention_options(name: str, attn: str | None, **options) -> list[int] | No
             raise ValueError(f"{option} applies to {'/'.join(b.upper() for b in bases)} models, not {name}")
     _check_choice("srm_std", options["srm_std"], SRM_STDS)
     _check_choice("cbam_spatial", options["cbam_spatial"], CBAM_SPATIALS)
+    if not isinstance(options["fca_bias"], bool):
+        raise ValueError(f"fca_bias={options['fca_bias']!r} is not valid; give True or False")
     divisor = options["se_divisor"]
     if divisor is not None and (isinstance(divisor, bool) or not isinstance(divisor, int) or not 1 <= divisor <= 64):
         raise ValueError(f"se_divisor={divisor!r} is not valid; give an integer from 1 to 64")
@@ -118,7 +121,7 @@ def _attention_options(name: str, attn: str | None, **options) -> list[int] | No
 def create_model(name: str, num_classes: int = 1000, *, placement: str | None = None, emca_stages=1,
                  emca_blocks="all", stem: str = "imagenet", width: float = 1.0, gate: str = "mul",
                  eca_kernels=None, srm_std: str = "biased", cbam_spatial: str = "paper",
-                 se_divisor: int | None = None) -> ResNet:
+                 se_divisor: int | None = None, fca_bias: bool = True) -> ResNet:
     """Build a registered model.
 
     Args:
@@ -134,6 +137,8 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
         srm_std: SRM models: ``"biased"`` (the paper) or ``"unbiased"`` (the official code) variance.
         cbam_spatial: CBAM: ``"paper"`` or ``"official"`` spatial branch (see ``CBAM``).
         se_divisor: SE models: round the hidden width to a multiple of this (8: timm's ``seresnet*``).
+        fca_bias: FcaNet models: FC layers with biases (SE's, the default) or without (FcaNet's
+            released code, whose checkpoints need ``False``).
 
     The ``*_emca_eca_released`` models fix their structure (the first block of each stage
     has ECA, every other block the released multi-scale module, sources the stem and the
@@ -144,7 +149,7 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
     released = is_released(name)
     block, layers = DEPTHS[depth]
     eca_kernels = _attention_options(name, attn, eca_kernels=eca_kernels, srm_std=srm_std,
-                                     cbam_spatial=cbam_spatial, se_divisor=se_divisor)
+                                     cbam_spatial=cbam_spatial, se_divisor=se_divisor, fca_bias=fca_bias)
     if released and (placement is not None or emca_stages != 1 or emca_blocks != "all" or gate != "mul"):
         raise ValueError(f"{name} has the released code's fixed structure; placement, emca_stages, "
                          "emca_blocks and gate do not apply")
@@ -176,7 +181,7 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
             labels = [source_label(k) + ("" if k == (0, 0) else " residual") for k in keys]
             return ReleasedEMCA(channels, tuple(zip(labels, map(channels_of, keys))), **kernel)
         if baseline:
-            return baseline.build(channels, stage, gate=gate) if baseline.module and baseline.wants(
+            return baseline.build(channels, stage, gate=gate, fca_bias=fca_bias) if baseline.module and baseline.wants(
                 stage, index, blocks, placement) else None
         if attn is None or not (placement == "all" or (placement == "first" and index == 0)
                                 or (placement == "last" and index == blocks - 1)):
@@ -206,7 +211,8 @@ def create_model(name: str, num_classes: int = 1000, *, placement: str | None = 
     if not released:
         config["gate"] = gate
     # The options of this model's attention type, so metadata records what was built.
-    options = {"eca_kernels": eca_kernels, "srm_std": srm_std, "cbam_spatial": cbam_spatial, "se_divisor": se_divisor}
+    options = {"eca_kernels": eca_kernels, "srm_std": srm_std, "cbam_spatial": cbam_spatial, "se_divisor": se_divisor,
+               "fca_bias": fca_bias}
     config |= {option: options[option] for option, (bases, _) in _ATTENTION_OPTIONS.items() if attn in bases}
     model.config = config
     return model
