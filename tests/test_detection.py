@@ -25,7 +25,7 @@ from emca_vis.detection.data import (
 from emca_vis.detection.evaluate import coco_metrics, evaluate_detector, to_coco_results
 from emca_vis.detection.models import FrozenBatchNorm1d
 from emca_vis.models import UnknownModelError, create_model
-from emca_vis.profile import count_parameters, profile_models
+from emca_vis.profile import build_for_profile, count_gflops, count_parameters, profile_models
 from torchvision.ops import FrozenBatchNorm2d
 
 from .test_models import randomise
@@ -280,6 +280,20 @@ def test_profile_takes_detectors_and_compares_with_the_plain_detector():
     assert result["settings"]["detection_size"] == [64, 96]
     with pytest.raises(ValueError, match=r"--train times classifiers only"):
         profile_models(["retinanet_resnet18_fpn"], training=True)
+
+
+def test_profiled_rcnn_work_does_not_depend_on_the_weights():
+    """1,000 proposals reach the box head and 100 detections the mask head, whatever NMS would keep."""
+    rois = []
+    gflops = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_for_profile("maskrcnn_resnet18_fpn", detection_size=(64, 96))
+        model.roi_heads.box_head.register_forward_hook(lambda m, i, o: rois.append(("box", i[0].shape[0])))
+        model.roi_heads.mask_head.register_forward_hook(lambda m, i, o: rois.append(("mask", i[0].shape[0])))
+        gflops.append(count_gflops(model, (64, 96)))
+    assert rois == [("box", 1000), ("mask", 100)] * 2
+    assert gflops[0] == gflops[1]
 
 
 def test_faster_rcnn_with_emca_backbone_learns_on_multishapes():
