@@ -15,8 +15,10 @@ the same run (added to the run when not asked for).
 Detectors (``fasterrcnn_resnet50_emca_eca_fpn``, ...; see :mod:`emca_vis.detection`) are
 measured at ``--detection-size`` (height, width; 800 x 1333 by default, their usual test
 size) with 80 classes (COCO), in inference only, relative to the plain detector of their
-family and depth. Their score threshold is lifted so that every image yields the maximum
-of 100 detections: the mask head of an untrained Mask R-CNN would otherwise never run.
+family and depth. Their NMS and score thresholds are lifted so that an R-CNN's box head
+always sees its 1,000 proposals and every image yields the maximum of 100 detections: on a
+blank image with untrained weights NMS would otherwise keep a weight-dependent number of
+proposals, and the mask head of an untrained Mask R-CNN would never run.
 
     python -m emca_vis.profile --models fasterrcnn_resnet50_fpn fasterrcnn_resnet50_emca_eca_fpn --batch-sizes 1
 """
@@ -168,11 +170,16 @@ def plain_name(name: str) -> str:
 
 def build_for_profile(name: str, num_classes: int = 1000, detection_size: tuple[int, int] = (800, 1333),
                       detection_classes: int = 80) -> torch.nn.Module:
-    """A model in eval mode; a detector sized for ``detection_size`` and always giving 100 detections."""
+    """A model in eval mode; a detector sized for ``detection_size`` whose work does not depend on
+    its weights or input: an R-CNN always sends its 1,000 proposals to the box head (as
+    mmdetection's FLOP count does) and 100 detections to the mask head."""
     if not is_detector_name(name):
         return create_model(name, num_classes=num_classes).eval()
     model = create_detector(name, detection_classes, min_size=min(detection_size), max_size=max(detection_size))
     if hasattr(model, "roi_heads"):
+        # No suppression (IoU never exceeds 1) and no score cut: on a blank image NMS would
+        # otherwise keep a weight-dependent few hundred proposals, 14 MMACs of box head each.
+        model.rpn.nms_thresh = model.roi_heads.nms_thresh = 1.0
         model.roi_heads.score_thresh = 0.0
     else:
         model.score_thresh = 0.0

@@ -25,7 +25,7 @@ from emca_vis.detection.data import (
 from emca_vis.detection.evaluate import coco_metrics, evaluate_detector, to_coco_results
 from emca_vis.detection.models import FrozenBatchNorm1d
 from emca_vis.models import UnknownModelError, create_model
-from emca_vis.profile import count_parameters, profile_models
+from emca_vis.profile import build_for_profile, count_gflops, count_parameters, profile_models
 from torchvision.ops import FrozenBatchNorm2d
 
 from .test_models import randomise
@@ -74,6 +74,12 @@ def test_keys_and_parameters_are_torchvisions():
     with torch.device("meta"):
         frozen = create_detector("fasterrcnn_resnet50_fpn", 90, frozen_bn=True)
     assert count_parameters(frozen) == 41_755_286  # torchvision's figure for its (frozen-BN) weights
+    with torch.device("meta"):  # the mask head, 256 wide by default, is torchvision's too
+        ours = create_detector("maskrcnn_resnet50_fpn", 90)
+        theirs = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                                                    num_classes=91)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert count_parameters(ours) == count_parameters(theirs)
     with torch.device("meta"):
         emca = create_detector("maskrcnn_resnet50_emca_eca_fpn", 80)
     extra = set(emca.state_dict()) - set(create_detector("maskrcnn_resnet50_fpn", 80, min_size=64).state_dict())
@@ -216,7 +222,7 @@ def test_missing_and_malformed_annotation_files_are_one_line(tmp_path):
 
 def test_detector_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = create_detector("maskrcnn_resnet18_emca_srm_fpn", 2, frozen_bn=True, **TINY).eval()
+    model = create_detector("maskrcnn_resnet18_emca_srm_fpn", 2, frozen_bn=True, mask_channels=24, **TINY).eval()
     randomise(model.backbone.body)  # statistics and EMCA weights away from their initial values
     path = save_checkpoint(tmp_path / "det.safetensors", model, class_names=["circle", "star"],
                            metrics={"bbox_AP": 0.5})
@@ -224,8 +230,10 @@ def test_detector_checkpoint_round_trip(tmp_path):
     assert meta["task"] == "detection" and meta["num_classes"] == 2
     assert meta["detector"] == {"min_size": 64, "max_size": 64, "trainable_layers": 5, "frozen_bn": True,
                                 "fpn_channels": 16, "representation_size": 32, "box_batch_size_per_image": 512,
-                                "proposals": 1000}
+                                "proposals": 1000, "mask_channels": 24}
     loaded, meta = load_checkpoint(path, task="detection")
+    assert [layer[0].out_channels for layer in loaded.roi_heads.mask_head] == [24] * 4
+    assert loaded.roi_heads.mask_predictor.mask_fcn_logits.in_channels == 24
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     images = [torch.rand(3, 64, 64)]
     model.roi_heads.score_thresh = loaded.roi_heads.score_thresh = 0.0
@@ -272,6 +280,20 @@ def test_profile_takes_detectors_and_compares_with_the_plain_detector():
     assert result["settings"]["detection_size"] == [64, 96]
     with pytest.raises(ValueError, match=r"--train times classifiers only"):
         profile_models(["retinanet_resnet18_fpn"], training=True)
+
+
+def test_profiled_rcnn_work_does_not_depend_on_the_weights():
+    """1,000 proposals reach the box head and 100 detections the mask head, whatever NMS would keep."""
+    rois = []
+    gflops = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_for_profile("maskrcnn_resnet18_fpn", detection_size=(64, 96))
+        model.roi_heads.box_head.register_forward_hook(lambda m, i, o: rois.append(("box", i[0].shape[0])))
+        model.roi_heads.mask_head.register_forward_hook(lambda m, i, o: rois.append(("mask", i[0].shape[0])))
+        gflops.append(count_gflops(model, (64, 96)))
+    assert rois == [("box", 1000), ("mask", 100)] * 2
+    assert gflops[0] == gflops[1]
 
 
 def test_faster_rcnn_with_emca_backbone_learns_on_multishapes():

@@ -94,6 +94,7 @@ class DetectorOptions(BaseModel):
     representation_size: Count = Field(1024, ge=1, le=1 << 16)
     box_batch_size_per_image: Count = Field(512, ge=1, le=1 << 16)
     proposals: Count = Field(1000, ge=1, le=1 << 20)
+    mask_channels: Count = Field(256, ge=1, le=4096)
 
     @model_validator(mode="after")
     def _sizes(self) -> DetectorOptions:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
@@ -97,7 +97,7 @@ class ResNetFPN(nn.Module):
 def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_size: int = 1333,
                     trainable_layers: int | None = None, frozen_bn: bool | None = None, fpn_channels: int = 256,
                     representation_size: int = 1024, box_batch_size_per_image: int = 512,
-                    proposals: int = 1000, backbone_weights: dict[str, Tensor] | None = None,
+                    proposals: int = 1000, mask_channels: int = 256, backbone_weights: dict[str, Tensor] | None = None,
                     mean=IMAGENET_MEAN, std=IMAGENET_STD, **model_kwargs) -> nn.Module:
     """Build a detector (see the module docstring for names and the recipe).
 
@@ -111,7 +111,12 @@ def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_siz
         representation_size: R-CNN box head's hidden width (torchvision: 1024).
         box_batch_size_per_image: R-CNN proposals sampled per training image (torchvision: 512).
         proposals: R-CNN proposals kept after NMS at test time, twice as many in training
-            (torchvision: 1000 and 2000). The last three make small detectors cheap on a CPU.
+            (torchvision: 1000 and 2000).
+        mask_channels: width of Mask R-CNN's mask head, its four convolutions and the
+            up-sampling (torchvision: 256). With ``representation_size``,
+            ``box_batch_size_per_image`` and ``proposals`` what makes small detectors cheap on
+            a CPU: at 256 the mask head costs some 0.4 GMACs per positive RoI, far more than a
+            narrow backbone at 128 px.
         backbone_weights: a classification state dict (emca-vis or torchvision keys) for the backbone.
         model_kwargs: ``create_model`` options of the backbone (``width``, ``placement``, ...).
     """
@@ -126,7 +131,8 @@ def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_siz
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
     for option, value in (("fpn_channels", fpn_channels), ("representation_size", representation_size),
-                          ("box_batch_size_per_image", box_batch_size_per_image), ("proposals", proposals)):
+                          ("box_batch_size_per_image", box_batch_size_per_image), ("proposals", proposals),
+                          ("mask_channels", mask_channels)):
         if value < 1:
             raise ValueError(f"{option} must be positive, got {value}")
 
@@ -151,8 +157,9 @@ def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_siz
         resolution = 7  # torchvision's RoIAlign output for the box head
         heads = {"box_head": TwoMLPHead(fpn_channels * resolution ** 2, representation_size),
                  "box_predictor": FastRCNNPredictor(representation_size, num_classes + 1)}
-        if family == "maskrcnn":  # torchvision's mask head is 256 wide whatever the pyramid
-            heads["mask_predictor"] = MaskRCNNPredictor(256, 256, num_classes + 1)
+        if family == "maskrcnn":  # torchvision's layout: four 3x3 convolutions, then up-sampling
+            heads["mask_head"] = MaskRCNNHeads(fpn_channels, [mask_channels] * 4, 1)
+            heads["mask_predictor"] = MaskRCNNPredictor(mask_channels, mask_channels, num_classes + 1)
         model = FAMILIES[family](
             backbone, num_classes=None, **heads,
             box_batch_size_per_image=box_batch_size_per_image, rpn_pre_nms_top_n_train=2 * proposals,
@@ -165,5 +172,6 @@ def create_detector(name: str, num_classes: int, *, min_size: int = 800, max_siz
                       "detector": {"min_size": min_size, "max_size": max_size, "trainable_layers": trainable_layers,
                                    "frozen_bn": frozen_bn, "fpn_channels": fpn_channels,
                                    "representation_size": representation_size,
-                                   "box_batch_size_per_image": box_batch_size_per_image, "proposals": proposals}}
+                                   "box_batch_size_per_image": box_batch_size_per_image, "proposals": proposals,
+                                   "mask_channels": mask_channels}}
     return model

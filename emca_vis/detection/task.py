@@ -56,7 +56,7 @@ class DetectionTask:
             max_size=args.max_size or args.min_size or args.image_size or 1333,
             trainable_layers=args.trainable_layers, frozen_bn=args.frozen_bn, fpn_channels=args.fpn_channels,
             representation_size=args.representation_size, box_batch_size_per_image=args.box_batch_size_per_image,
-            proposals=args.proposals,
+            proposals=args.proposals, mask_channels=args.mask_channels,
             backbone_weights=weights, placement=args.placement, emca_stages=args.emca_stages,
             emca_blocks=args.emca_blocks, stem=args.stem or "imagenet", width=args.width, gate=args.gate)
 

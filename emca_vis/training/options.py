@@ -100,4 +100,5 @@ def build_parser() -> argparse.ArgumentParser:
                    help="R-CNN proposals sampled per training image")
     d.add_argument("--proposals", type=int_range(1, 1 << 20), default=1000,
                    help="R-CNN proposals kept after NMS at test time (twice as many in training)")
+    d.add_argument("--mask-channels", type=int_range(1, 4096), default=256, help="Mask R-CNN mask head width")
     return p
