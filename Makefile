@@ -29,6 +29,7 @@ bench: install
 	$(PY) -m emca_vis.profile --train --models resnet18 resnet18_eca resnet18_emca_eca --batch-sizes 16 --repeats 7
 	$(PY) benchmarks/gradcam_speed.py --model resnet50 --batch-size 16 --image-size 224
 	$(PY) benchmarks/corruption_speed.py --image-size 224 --batch-size 16
+	$(PY) benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

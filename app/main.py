@@ -9,7 +9,6 @@ the result (Compare, Attention, Robustness, Models). Everything shown is compute
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -27,9 +26,6 @@ from emca_vis.explain import METHODS  # noqa: E402
 
 esc = iv.escape_markdown
 
-# The demo models are tiny: one thread per computation is as fast as two, and far faster when
-# other work (or another browser session) shares the cores, where OpenMP threads spin-wait.
-THREADS = int(os.environ.get("EMCA_VIS_APP_THREADS", "1"))
 SOURCES = ("Shapes sample", "Upload", "Image folder")
 SLOW_METHODS = ("scorecam", "ablationcam", "integrated_gradients", "occlusion")
 DEFAULT_CORRUPTION = "gaussian_noise"
@@ -109,8 +105,6 @@ def sidebar() -> tuple[dict, dict]:
 def main() -> None:
     st.set_page_config(page_title="emca-vis: compare models", page_icon=":material/visibility:", layout="wide")
     started = time.perf_counter()
-    if torch.get_num_threads() != THREADS:
-        torch.set_num_threads(THREADS)
     st.title("How EMCA and its baselines see an image")
     try:
         settings, models = sidebar()
@@ -121,6 +115,9 @@ def main() -> None:
     for label, loaded in list(models.items()):
         if loaded is None:  # panels.load_selected showed the error
             del models[label]
+    threads = iv.torch_threads(list(models.values()))  # one for the demo models, every core at ImageNet size
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     source = panels.current_image(settings, max([m.input_size for m in models.values()] or [64]))
     if not models:
         st.info("Choose at least one model in the sidebar.")

@@ -1,21 +1,25 @@
 """Interaction latency of the app: seconds per rerun after changing the method or the severity.
 
     python app/measure_latency.py [--models 3 7] [--repeats 2]
+    python app/measure_latency.py --checkpoint-dir DIR [--image photo.jpg] [--models 3]
 
 Runs app/main.py through Streamlit's AppTest (the script as the server runs it, without the
-browser's drawing) with the demo checkpoints, models already loaded. Each change is a new
-(method or severity) setting, so its heatmaps are computed, not taken from the cache; the
-"cached" row goes back to settings seen before.
+browser's drawing), models already loaded: the demo checkpoints, or the first ``--models``
+checkpoints of ``--checkpoint-dir`` (e.g. ImageNet-size ResNet-50s) on the shapes sample or
+``--image``. Each change is a new (method or severity) setting, so its heatmaps are computed,
+not taken from the cache; the "cached" row goes back to settings seen before.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
+import numpy as np
 
 APP = Path(__file__).resolve().parent / "main.py"
 METHODS = ("gradcam++", "xgradcam", "layercam", "hirescam", "gradcam")
@@ -23,20 +27,40 @@ DEMO = ("resnet18", "resnet18_se", "resnet18_eca", "resnet18_srm", "resnet18_emc
         "resnet18_emca_srm")
 
 
-def timed(at: AppTest) -> float:
+def timed(at) -> float:
     start = time.perf_counter()
     at.run()
     elapsed = time.perf_counter() - start
     if at.exception:
         raise RuntimeError(at.exception[0].value)
+    if at.error:
+        raise RuntimeError(at.error[0].value)
     return elapsed
 
 
-def measure(models: int, repeats: int) -> dict[str, list[float]]:
-    at = AppTest.from_file(str(APP), default_timeout=300)
+def measure(models: int, repeats: int, app: Path = APP, checkpoint_dir: Path | None = None,
+            image: Path | None = None) -> dict[str, list[float]]:
+    from streamlit.testing.v1 import AppTest
+
+    if checkpoint_dir is not None:
+        os.environ["EMCA_VIS_CHECKPOINT_ROOT"] = str(checkpoint_dir)
+    if image is not None:
+        os.environ["EMCA_VIS_IMAGE_DIR"] = str(image.parent)
+    at = AppTest.from_file(str(app), default_timeout=600)
     at.run()
-    at.sidebar.multiselect(key="models:demo checkpoints").set_value(list(DEMO[:models]) if models != 3 else
-                                                                     ["resnet18", "resnet18_eca", "resnet18_emca_eca"])
+    if checkpoint_dir is None:
+        folder = "demo checkpoints"
+        chosen = list(DEMO[:models]) if models != 3 else ["resnet18", "resnet18_eca", "resnet18_emca_eca"]
+    else:
+        folder = checkpoint_dir.name
+        at.sidebar.selectbox(key="folder").set_value(folder)
+        at.run()
+        chosen = list(at.sidebar.multiselect(key=f"models:{folder}").options)[:models]
+    if image is not None:
+        at.sidebar.radio(key="source").set_value("Image folder")
+        at.run()
+        at.sidebar.selectbox(key="folder_image").set_value(image)
+    at.sidebar.multiselect(key=f"models:{folder}").set_value(chosen)
     timed(at)  # loads the models, first heatmaps
     times: dict[str, list[float]] = {"method": [], "severity": [], "cached": []}
     for repeat in range(repeats):
@@ -62,11 +86,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=int, nargs="+", default=[3, 7])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--checkpoint-dir", type=Path, help="compare this folder's checkpoints (default: the demo ones)")
+    parser.add_argument("--image", type=Path, help="an image file to explain (default: the shapes sample)")
+    parser.add_argument("--app", type=Path, default=APP, help="the app script (default: app/main.py beside this file)")
     args = parser.parse_args()
-    print("| models | change | median s | max s | reruns |\n|---:|---|---:|---:|---:|")
+    sys.path.insert(0, str(args.app.resolve().parent))
+    print("| models | change | median s | p90 s | max s | reruns |\n|---:|---|---:|---:|---:|---:|")
     for count in args.models:
-        for change, values in measure(count, args.repeats).items():
-            print(f"| {count} | {change} | {statistics.median(values):.3f} | {max(values):.3f} | {len(values)} |")
+        for change, values in measure(count, args.repeats, args.app, args.checkpoint_dir, args.image).items():
+            print(f"| {count} | {change} | {statistics.median(values):.3f} | {np.percentile(values, 90):.3f} "
+                  f"| {max(values):.3f} | {len(values)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -185,10 +185,29 @@ def current_image(settings: dict, size: int = 64) -> iv.InputImage:
         return fallback
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _view(path: str, label: str, image_key: str, corruption: str | None, severity: int, _loaded: LoadedModel,
+          _source: iv.InputImage) -> tuple:
+    """One view and its class probabilities: the model's forward pass, shared by every method."""
+    x = iv.view_input(_loaded, _source, corruption, severity)
+    return x, iv.view_probabilities(_loaded, x)
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
+def _explain_view(path: str, label: str, image_key: str, method: str, target: str | None, layer: str,
+                  corruption: str | None, severity: int, _loaded: LoadedModel, _source: iv.InputImage) -> dict:
+    x, probs = _view(path, label, image_key, corruption, severity, _loaded=_loaded, _source=_source)
+    return iv.explain_view(_loaded, _source, x, probs, "corrupted" if corruption else "clean", method, target, layer)
+
+
 def _explain(path: str, label: str, image_key: str, method: str, target: str | None, layer: str,
              corruption: str | None, severity: int, _loaded: LoadedModel, _source: iv.InputImage) -> dict:
-    return iv.explain(_loaded, _source, method, target, layer, corruption, severity)
+    """:func:`iv.explain`, cached per view: the clean view does not depend on the corruption or
+    its severity, so changing them recomputes only the corrupted view."""
+    keys = [(None, 0)] + ([(corruption, severity)] if corruption else [])
+    return {"label": label, "method": method, "layer": layer,
+            "views": [_explain_view(path, label, image_key, method, target, layer, c, s, _loaded=_loaded,
+                                    _source=_source) for c, s in keys]}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -297,6 +297,23 @@ def folder_image(path: str | Path, max_pixels: int = MAX_PIXELS, root: str | Pat
 # explanations: one model, clean and corrupted
 
 
+LARGE_INPUT = 128  # px: at and above this, a forward pass is long enough to use every core
+
+
+def torch_threads(models: Sequence[LoadedModel], setting: str | None = None) -> int:
+    """Threads for torch in the app: ``setting`` (``EMCA_VIS_APP_THREADS`` by default) when it is a
+    positive integer; otherwise ("auto") one for small models, whose passes are too short to
+    split (and whose OpenMP threads would spin-wait when other work shares the cores), and every
+    core this process may use for ImageNet-size inputs."""
+    setting = os.environ.get("EMCA_VIS_APP_THREADS", "auto") if setting is None else setting
+    if setting.strip().isdigit() and int(setting) > 0:
+        return int(setting)
+    if not any(loaded.input_size >= LARGE_INPUT for loaded in models):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
 def layer_choices(model: nn.Module) -> list[str]:
     """Target layers for CAMs: the stages, deepest first, then their blocks."""
     stages = [name for name, _ in model.named_children() if name.startswith("layer")][::-1]
@@ -345,41 +362,62 @@ def explain(loaded: LoadedModel, source: InputImage, method: str = "gradcam", ta
     """One model on the clean (and corrupted) image: overlays, top-5 and localisation scores.
 
     ``target``: a class name or index, or None for each view's predicted class. Returns
-    ``{"label", "views": [{"view", "input", "overlay" (uint8 [size, size, 3]), "heatmap",
-    "top5": [(class, probability)], "target", "target_probability", "predicted", "pointing",
-    "energy"}]}``; ``pointing`` (hit or not) and ``energy`` (share of the heatmap in the object)
-    are None without a ground-truth mask.
+    ``{"label", "method", "layer", "views": [...]}``, one :func:`explain_view` entry per view.
+    """
+    out = []
+    for view, x in views(loaded, source.image, corruption, severity).items():
+        out.append(explain_view(loaded, source, x, view_probabilities(loaded, x), view, method, target, layer, size))
+    return {"label": loaded.label, "method": method, "layer": layer, "views": out}
+
+
+def view_input(loaded: LoadedModel, source: InputImage, corruption: str | None = None,
+               severity: int = 3) -> torch.Tensor:
+    """One view ``[1, 3, S, S]`` in [0, 1]: the clean image, or corrupted as in :func:`views`."""
+    return views(loaded, source.image, corruption, severity)["corrupted" if corruption else "clean"]
+
+
+def view_probabilities(loaded: LoadedModel, x: torch.Tensor) -> np.ndarray:
+    """Class probabilities ``[classes]`` of one view ``x`` (``[1, 3, S, S]`` in [0, 1])."""
+    with _MODEL_LOCK:
+        return predict(loaded.model, loaded.normalise(x))[0].numpy()
+
+
+def explain_view(loaded: LoadedModel, source: InputImage, x: torch.Tensor, probs: np.ndarray, view: str,
+                 method: str = "gradcam", target: str | None = None, layer: str = "layer4",
+                 size: int = DISPLAY_SIZE) -> dict:
+    """One view ``x`` (``[1, 3, S, S]`` in [0, 1]) with its probabilities ``probs``: ``{"view",
+    "overlay" (uint8 [size, size, 3]), "heatmap", "top5": [(class, probability)], "target",
+    "target_probability", "predicted", "pointing", "energy"}``. ``pointing`` (hit or not) and
+    ``energy`` (share of the heatmap in the object) are None without a ground-truth mask.
+
+    Views are explained one at a time so that the app recomputes only the view that changed
+    (a new severity leaves the clean view as it was); the maps are scaled per image, so they
+    equal those of a batch of views.
     """
     names = loaded.class_names
     fixed = resolve_target(target, names)
-    inputs = views(loaded, source.image, corruption, severity)
-    batch = loaded.normalise(torch.cat(list(inputs.values())))
+    predicted = int(probs.argmax())
+    chosen = fixed if fixed is not None else predicted
     with _MODEL_LOCK:
-        probs = predict(loaded.model, batch)
-        targets = [fixed if fixed is not None else int(p.argmax()) for p in probs]
-        maps = heatmaps(loaded.model, batch, targets, method, layer)
+        heatmap = heatmaps(loaded.model, loaded.normalise(x), [chosen], method, layer)[0]
     mask = model_mask(loaded, source.mask)
-    tolerance = round(POINTING_TOLERANCE_AT_224 * loaded.input_size / 224)
-    out = []
-    for i, (view, x) in enumerate(inputs.items()):
-        image = x[0].permute(1, 2, 0).numpy()
-        top = probs[i].topk(min(5, len(names)))
-        entry = {
-            "view": view,
-            "overlay": overlay(image, maps[i], mask, size),
-            "heatmap": maps[i],
-            "top5": [(names[int(k)], float(p)) for p, k in zip(top.values, top.indices)],
-            "predicted": names[int(probs[i].argmax())],
-            "target": names[targets[i]],
-            "target_probability": float(probs[i][targets[i]]),
-            "pointing": None,
-            "energy": None,
-        }
-        if mask is not None:
-            entry["pointing"] = bool(pointing_game(maps[i][None], mask[None], tolerance)[0])
-            entry["energy"] = float(energy_pointing_game(maps[i][None], mask[None])[0])
-        out.append(entry)
-    return {"label": loaded.label, "method": method, "layer": layer, "views": out}
+    top = torch.from_numpy(probs).topk(min(5, len(names))).indices.tolist()
+    entry = {
+        "view": view,
+        "overlay": overlay(x[0].permute(1, 2, 0).numpy(), heatmap, mask, size),
+        "heatmap": heatmap,
+        "top5": [(names[k], float(probs[k])) for k in top],
+        "predicted": names[predicted],
+        "target": names[chosen],
+        "target_probability": float(probs[chosen]),
+        "pointing": None,
+        "energy": None,
+    }
+    if mask is not None:
+        tolerance = round(POINTING_TOLERANCE_AT_224 * loaded.input_size / 224)
+        entry["pointing"] = bool(pointing_game(heatmap[None], mask[None], tolerance)[0])
+        entry["energy"] = float(energy_pointing_game(heatmap[None], mask[None])[0])
+    return entry
 
 
 def input_views(loaded: LoadedModel, source: InputImage, corruption: str | None = None, severity: int = 3,

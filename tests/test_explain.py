@@ -1,3 +1,4 @@
+import importlib
 import json
 import subprocess
 import sys
@@ -12,11 +13,13 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from emca_vis.data.shapes import render_sample
 from emca_vis.demo import demo_checkpoints
 from emca_vis.errors import UserError
-from emca_vis.explain.heatmaps import (METHODS, gradients_from, heatmap_stats, heatmaps, resolve_target,
+from emca_vis.explain.heatmaps import (IG_STEPS, METHODS, gradients_from, heatmap_stats, heatmaps, resolve_target,
                                        target_layer)
 from emca_vis.models import create_model
 
 from .test_models import randomise
+
+heatmaps_module = importlib.import_module("emca_vis.explain.heatmaps")  # the package exports a function of that name
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +37,33 @@ def test_every_method_gives_one_unit_range_map_per_image(tiny, method):
     assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
     assert np.allclose(maps.reshape(3, -1).max(1), 1, atol=1e-3)  # each map reaches the top of the scale
     assert torch.is_grad_enabled()
+
+
+def test_integrated_gradients_in_chunks_equal_one_pass(tiny, monkeypatch):
+    from captum.attr import IntegratedGradients
+
+    model, x = tiny
+    targets = torch.tensor([0, 3, 4])
+    whole = IntegratedGradients(model).attribute(x.clone().requires_grad_(), baselines=0.0, target=targets,
+                                                 n_steps=IG_STEPS).abs().sum(1).detach().numpy()
+    whole = heatmaps_module._percentile_scale(whole)
+    monkeypatch.setattr(heatmaps_module, "BACKWARD_PIXELS", 2 * 32 * 32)  # 2 rows: image and step chunks
+    chunked = heatmaps(model, x, targets.tolist(), "integrated_gradients")
+    assert np.abs(chunked - whole).max() < 1e-5
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "saliency", "guided_gradcam", "occlusion"])
+def test_attribution_passes_hold_a_bounded_number_of_images(tiny, method, monkeypatch):
+    model, x = tiny
+    sizes = []
+    handle = model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    monkeypatch.setattr(heatmaps_module, "BACKWARD_PIXELS", 2 * 32 * 32)
+    try:
+        heatmaps(model, x, [0, 3, 4], method, batch_size=4)
+    finally:
+        handle.remove()
+    # occlusion runs without gradients: its batch is bounded by max(images, batch_size)
+    assert sizes and max(sizes) <= (4 if method == "occlusion" else 2)
 
 
 @pytest.mark.parametrize("layer", ["layer4", "layer3", "layer4.0", "layer2.1.conv2"])

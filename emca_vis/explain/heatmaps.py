@@ -9,6 +9,12 @@ leave the rest of the map black.
 Gradient CAMs need gradients only from the head down to the target layer, so
 :func:`gradients_from` runs everything before that layer without autograd: a Grad-CAM batch
 then costs about one inference forward pass instead of a forward plus a full backward.
+
+The attribution methods differentiate down to the input, which stores every activation of the
+model for each image (and, for integrated gradients, each of its steps) in a backward pass.
+They run in chunks of at most :data:`BACKWARD_PIXELS` input pixels per backward pass, so
+their memory is bounded whatever the batch, step count or model: about 0.6 GB for a
+ResNet-50 at 224 px. Chunking changes only the order of floating-point sums.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ CAM_METHODS = {
 ATTRIBUTION_METHODS = ("integrated_gradients", "saliency", "guided_gradcam", "occlusion")
 METHODS = (*CAM_METHODS, *ATTRIBUTION_METHODS)
 GRADIENT_FREE_CAMS = ("eigencam", "scorecam", "ablationcam")
+IG_STEPS = 32
+BACKWARD_PIXELS = 4 * 224 * 224  # input pixels per backward pass of the attribution methods
+
+
+def backward_rows(images: Tensor, batch_size: int) -> int:
+    """How many images (or integrated-gradient steps) one backward pass may hold."""
+    return max(1, min(batch_size, BACKWARD_PIXELS // (images.shape[-2] * images.shape[-1])))
 
 
 class ExplainError(UserError):
@@ -164,12 +177,26 @@ def cam(model: nn.Module, images: Tensor, targets: Sequence[int], method: str = 
 
 def attribution(model: nn.Module, images: Tensor, targets: Sequence[int], method: str = "integrated_gradients",
                 layer: str = "layer4", batch_size: int = 32) -> np.ndarray:
-    """A Captum attribution reduced to heatmaps ``[N, H, W]`` in ``[0, 1]``."""
-    target = torch.as_tensor(list(targets), device=images.device)
+    """A Captum attribution reduced to heatmaps ``[N, H, W]`` in ``[0, 1]``.
+
+    The gradient methods run on chunks of :func:`backward_rows` images; the maps are scaled
+    per image, so chunking does not change them beyond float rounding.
+    """
+    if method not in ATTRIBUTION_METHODS:
+        raise ExplainError(f"unknown attribution method {method!r}; choose from {', '.join(ATTRIBUTION_METHODS)}")
+    rows = backward_rows(images, batch_size) if method != "occlusion" else len(images)
+    targets = torch.as_tensor(list(targets), device=images.device)
+    return np.concatenate([_attribution(model, chunk, chunk_targets, method, layer, batch_size, rows)
+                           for chunk, chunk_targets in zip(images.split(rows), targets.split(rows))])
+
+
+def _attribution(model: nn.Module, images: Tensor, target: Tensor, method: str, layer: str, batch_size: int,
+                 rows: int) -> np.ndarray:
     images = images.detach().requires_grad_(method != "occlusion")
     if method == "integrated_gradients":
-        attr = IntegratedGradients(model).attribute(images, baselines=0.0, target=target, n_steps=32,
-                                                    internal_batch_size=batch_size).abs().sum(1)
+        # Captum runs max(1, rows // len(images)) steps of every image per backward pass.
+        attr = IntegratedGradients(model).attribute(images, baselines=0.0, target=target, n_steps=IG_STEPS,
+                                                    internal_batch_size=rows).abs().sum(1)
     elif method == "saliency":
         attr = Saliency(model).attribute(images, target=target, abs=True).amax(1)
     elif method == "guided_gradcam":
@@ -182,10 +209,10 @@ def attribution(model: nn.Module, images: Tensor, targets: Sequence[int], method
         window = max(size // 8, 2)
         attr = Occlusion(model).attribute(images, sliding_window_shapes=(3, window, window),
                                           strides=(3, max(window // 2, 1), max(window // 2, 1)), baselines=0.0,
-                                          target=target, perturbations_per_eval=batch_size)
+                                          target=target,
+                                          # at most max(N, batch_size) images per forward pass
+                                          perturbations_per_eval=max(1, batch_size // len(images)))
         attr = attr.sum(1).clamp_min(0)  # positive = the class score dropped when the patch was hidden
-    else:
-        raise ExplainError(f"unknown attribution method {method!r}; choose from {', '.join(ATTRIBUTION_METHODS)}")
     return _percentile_scale(attr.detach().float().cpu().numpy())
 
 
