@@ -186,18 +186,21 @@ def current_image(settings: dict, size: int = 64) -> iv.InputImage:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _view(path: str, label: str, image_key: str, corruption: str | None, severity: int, _loaded: LoadedModel,
-          _source: iv.InputImage) -> tuple:
-    """One view and its class probabilities: the model's forward pass, shared by every method."""
+def _view(path: str, label: str, image_key: str, corruption: str | None, severity: int, target: str | None,
+          layer: str, _loaded: LoadedModel, _source: iv.InputImage) -> tuple:
+    """One view, its class probabilities and the target layer's activations and gradients: the
+    model's one pass, shared by every gradient CAM (a method change runs no model)."""
     x = iv.view_input(_loaded, _source, corruption, severity)
-    return x, iv.view_probabilities(_loaded, x)
+    return (x, *iv.view_signals(_loaded, x, target, layer))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _explain_view(path: str, label: str, image_key: str, method: str, target: str | None, layer: str,
                   corruption: str | None, severity: int, _loaded: LoadedModel, _source: iv.InputImage) -> dict:
-    x, probs = _view(path, label, image_key, corruption, severity, _loaded=_loaded, _source=_source)
-    return iv.explain_view(_loaded, _source, x, probs, "corrupted" if corruption else "clean", method, target, layer)
+    x, probs, signals = _view(path, label, image_key, corruption, severity, target, layer, _loaded=_loaded,
+                              _source=_source)
+    return iv.explain_view(_loaded, _source, x, probs, "corrupted" if corruption else "clean", method, target, layer,
+                           signals=signals)
 
 
 def _explain(path: str, label: str, image_key: str, method: str, target: str | None, layer: str,

@@ -39,6 +39,7 @@ from .data.shapes import SHAPE_CLASSES, render_sample  # noqa: E402
 from .demo import DEMO_MODELS, demo_dir  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .explain import heatmaps, predict, resolve_target  # noqa: E402
+from .explain.heatmaps import SIGNAL_CAMS, LayerSignals, cam_from_signals, layer_signals  # noqa: E402
 from .explain.figures import blend  # noqa: E402
 from .explain.metrics import boxes_to_masks, energy_pointing_game, pointing_game, read_voc_boxes  # noqa: E402
 from .images import IMAGE_SUFFIXES, ImageError, load_image  # noqa: E402
@@ -382,9 +383,20 @@ def view_probabilities(loaded: LoadedModel, x: torch.Tensor) -> np.ndarray:
         return predict(loaded.model, loaded.normalise(x))[0].numpy()
 
 
+def view_signals(loaded: LoadedModel, x: torch.Tensor, target: str | None = None,
+                 layer: str = "layer4") -> tuple[np.ndarray, LayerSignals]:
+    """One pass over view ``x``: its class probabilities ``[classes]`` and the target layer's
+    activations and gradients for ``target`` (None: the predicted class), from which
+    :func:`explain_view` draws any of the gradient CAMs without running the model again."""
+    fixed = resolve_target(target, loaded.class_names)
+    with _MODEL_LOCK:
+        probs, signals = layer_signals(loaded.model, loaded.normalise(x), layer, None if fixed is None else [fixed])
+    return probs[0].numpy(), signals
+
+
 def explain_view(loaded: LoadedModel, source: InputImage, x: torch.Tensor, probs: np.ndarray, view: str,
                  method: str = "gradcam", target: str | None = None, layer: str = "layer4",
-                 size: int = DISPLAY_SIZE) -> dict:
+                 size: int = DISPLAY_SIZE, signals: LayerSignals | None = None) -> dict:
     """One view ``x`` (``[1, 3, S, S]`` in [0, 1]) with its probabilities ``probs``: ``{"view",
     "overlay" (uint8 [size, size, 3]), "heatmap", "top5": [(class, probability)], "target",
     "target_probability", "predicted", "pointing", "energy"}``. ``pointing`` (hit or not) and
@@ -392,14 +404,18 @@ def explain_view(loaded: LoadedModel, source: InputImage, x: torch.Tensor, probs
 
     Views are explained one at a time so that the app recomputes only the view that changed
     (a new severity leaves the clean view as it was); the maps are scaled per image, so they
-    equal those of a batch of views.
+    equal those of a batch of views. With ``signals`` (:func:`view_signals` of this view, target
+    and layer) the gradient CAMs are drawn from them, the same maps without another pass.
     """
     names = loaded.class_names
     fixed = resolve_target(target, names)
     predicted = int(probs.argmax())
     chosen = fixed if fixed is not None else predicted
     with _MODEL_LOCK:
-        heatmap = heatmaps(loaded.model, loaded.normalise(x), [chosen], method, layer)[0]
+        if signals is not None and method in SIGNAL_CAMS and signals.targets == (chosen,) and signals.layer == layer:
+            heatmap = cam_from_signals(loaded.model, signals, method)[0]
+        else:
+            heatmap = heatmaps(loaded.model, loaded.normalise(x), [chosen], method, layer)[0]
     mask = model_mask(loaded, source.mask)
     top = torch.from_numpy(probs).topk(min(5, len(names))).indices.tolist()
     entry = {

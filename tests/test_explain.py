@@ -13,8 +13,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from emca_vis.data.shapes import render_sample
 from emca_vis.demo import demo_checkpoints
 from emca_vis.errors import UserError
-from emca_vis.explain.heatmaps import (IG_STEPS, METHODS, gradients_from, heatmap_stats, heatmaps, resolve_target,
-                                       target_layer)
+from emca_vis.explain.heatmaps import (IG_STEPS, METHODS, SIGNAL_CAMS, cam_from_signals, gradients_from,
+                                       heatmap_stats, heatmaps, layer_signals, predict, resolve_target, target_layer)
 from emca_vis.models import create_model
 
 from .test_models import randomise
@@ -27,6 +27,22 @@ def tiny():
     torch.manual_seed(0)
     model = randomise(create_model("resnet18_emca_eca", num_classes=5, width=0.125, stem="cifar"), seed=1).eval()
     return model, torch.randn(3, 3, 32, 32)
+
+
+@pytest.mark.parametrize("layer", ["layer4", "layer3.1"])
+def test_cams_from_one_pass_equal_pytorch_grad_cams(tiny, layer):
+    model, x = tiny
+    probs, signals = layer_signals(model, x, layer)
+    assert torch.allclose(probs, predict(model, x), atol=1e-6)
+    assert list(signals.targets) == predict(model, x).argmax(1).tolist()
+    for method in SIGNAL_CAMS:
+        assert np.array_equal(cam_from_signals(model, signals, method), heatmaps(model, x, list(signals.targets),
+                                                                                 method, layer)), method
+    _, fixed = layer_signals(model, x, layer, [4, 4, 0])
+    assert fixed.targets == (4, 4, 0)
+    assert np.array_equal(cam_from_signals(model, fixed, "gradcam++"), heatmaps(model, x, [4, 4, 0], "gradcam++", layer))
+    with pytest.raises(ValueError, match="scorecam needs more"):
+        cam_from_signals(model, signals, "scorecam")
 
 
 @pytest.mark.parametrize("method", METHODS)

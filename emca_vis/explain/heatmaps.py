@@ -10,6 +10,10 @@ Gradient CAMs need gradients only from the head down to the target layer, so
 :func:`gradients_from` runs everything before that layer without autograd: a Grad-CAM batch
 then costs about one inference forward pass instead of a forward plus a full backward.
 
+One forward and backward pass gives a target layer's activations and gradients
+(:func:`layer_signals`), from which every gradient CAM of that image and target class follows
+without another pass (:func:`cam_from_signals`): what the app reuses when only the method changes.
+
 The attribution methods differentiate down to the input, which stores every activation of the
 model for each image (and, for integrated gradients, each of its steps) in a backward pass.
 They run in chunks of at most :data:`BACKWARD_PIXELS` input pixels per backward pass, so
@@ -22,12 +26,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from captum.attr import GuidedGradCam, IntegratedGradients, Occlusion, Saliency
 from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
                               XGradCAM)
+from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
@@ -46,6 +52,8 @@ CAM_METHODS = {
 ATTRIBUTION_METHODS = ("integrated_gradients", "saliency", "guided_gradcam", "occlusion")
 METHODS = (*CAM_METHODS, *ATTRIBUTION_METHODS)
 GRADIENT_FREE_CAMS = ("eigencam", "scorecam", "ablationcam")
+# CAMs computed from one pass's target-layer activations and gradients alone
+SIGNAL_CAMS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam")
 IG_STEPS = 32
 BACKWARD_PIXELS = 4 * 224 * 224  # input pixels per backward pass of the attribution methods
 
@@ -173,6 +181,62 @@ def cam(model: nn.Module, images: Tensor, targets: Sequence[int], method: str = 
             return explainer(images, class_targets, aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
     finally:
         explainer.activations_and_grads.release()
+
+
+@dataclass(frozen=True)
+class LayerSignals:
+    """A target layer's activations and gradients ``[N, C, h, w]`` for one class per image, and
+    the input's ``(width, height)``: everything the :data:`SIGNAL_CAMS` read."""
+
+    layer: str
+    targets: tuple[int, ...]
+    activations: np.ndarray
+    gradients: np.ndarray
+    input_size: tuple[int, int]
+
+
+def layer_signals(model: nn.Module, images: Tensor, layer: str = "layer4",
+                  targets: Sequence[int] | None = None) -> tuple[Tensor, LayerSignals]:
+    """Class probabilities ``[N, classes]`` and the :class:`LayerSignals` of one pass.
+
+    ``targets``: one class per image, or None for each image's predicted class. The gradients
+    are those of the target logits, as pytorch-grad-cam's ``ClassifierOutputTarget`` gives them.
+    """
+    model.eval()
+    module = target_layer(model, layer)
+    kept = {}
+    with gradients_from(model, module):
+        handle = module.register_forward_hook(lambda m, args, output: kept.update(output=output))
+        try:
+            logits = model(images)
+        finally:
+            handle.remove()
+        chosen = logits.argmax(1).tolist() if targets is None else [int(t) for t in targets]
+        logits[torch.arange(len(chosen)), chosen].sum().backward()
+    model.zero_grad(set_to_none=True)
+    output = kept["output"]
+    signals = LayerSignals(layer, tuple(chosen), output.detach().numpy(), output.grad.numpy(),
+                           (images.shape[-1], images.shape[-2]))
+    return logits.detach().softmax(1), signals
+
+
+def cam_from_signals(model: nn.Module, signals: LayerSignals, method: str = "gradcam") -> np.ndarray:
+    """The heatmaps ``[N, H, W]`` that :func:`heatmaps` gives for ``method`` (one of
+    :data:`SIGNAL_CAMS`), computed from ``signals`` without running the model; the steps are
+    pytorch-grad-cam's (its method's ``get_cam_image``, clipping, scaling to the input size)."""
+    if method not in SIGNAL_CAMS:
+        raise ValueError(f"{method} needs more than one pass's activations and gradients")
+    module = target_layer(model, signals.layer)
+    explainer = CAM_METHODS[method](model=model, target_layers=[module])
+    try:
+        width, height = signals.input_size
+        shape = (len(signals.targets), 3, height, width)
+        maps = explainer.get_cam_image(torch.empty(shape), module, [ClassifierOutputTarget(t) for t in signals.targets],
+                                       signals.activations, signals.gradients, False)
+    finally:
+        explainer.activations_and_grads.release()
+    maps = scale_cam_image(np.maximum(maps, 0), signals.input_size)
+    return scale_cam_image(maps)  # pytorch-grad-cam's aggregation over its one target layer
 
 
 def attribution(model: nn.Module, images: Tensor, targets: Sequence[int], method: str = "integrated_gradients",
