@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from emca_vis.checkpoint import load_checkpoint
@@ -120,7 +119,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, cli):
 
 
 def test_corrupt_last_state_falls_back_then_refuses(tmp_path, cli):
-    common = ["--model", "resnet18_eca", "--epochs", "1", "--train-size", "96", *TINY]
+    common = ["--model", "resnet18_eca", "--epochs", "1", "--train-size", "96", *TINY, "--image-size", "16"]
     assert cli(main, *common, "--out", tmp_path, "--checkpoint-every", "2").returncode == 0
     states = sorted((tmp_path / "resume").glob("step-*"))
     assert [s.name for s in states] == ["step-000000006", "step-000000006-evaluated"]
