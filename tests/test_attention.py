@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from emca_vis.attention import AttentionStats, all_figures, class_selectivity, histogram_entropy
+from emca_vis.attention.__main__ import main
 from emca_vis.data.shapes import render_sample
 from emca_vis.demo import demo_checkpoints
 from emca_vis.models import create_model, record_attention
@@ -122,12 +123,12 @@ def run_attention(*args):
                           text=True)
 
 
-def test_cli_on_images_and_redraw_from_json(tmp_path):
+def test_cli_on_images_and_redraw_from_json(tmp_path, cli):
     render_sample(0, "test", 1, 64).image.save(tmp_path / "a.png")
     (tmp_path / "bad.jpg").write_text("no")
     checkpoints = demo_checkpoints()[4:6]
-    result = run_attention("--checkpoint", *checkpoints, "--image", tmp_path / "a.png", "--image",
-                           tmp_path / "bad.jpg", "--out", tmp_path / "out")
+    result = cli(main, "--checkpoint", *checkpoints, "--image", tmp_path / "a.png", "--image", tmp_path / "bad.jpg",
+                 "--out", tmp_path / "out")
     assert result.returncode == 2 and "bad.jpg: not an image" in result.stderr and "Traceback" not in result.stderr
     data = json.loads((tmp_path / "out" / "attention.json").read_text())
     assert list(data["models"]) == ["resnet18_emca_se", "resnet18_emca_eca"]
@@ -136,8 +137,9 @@ def test_cli_on_images_and_redraw_from_json(tmp_path):
     assert math.isclose(sum(module["source_share"]), 1.0)
     before = (tmp_path / "out" / "scaling.svg").read_text()
     (tmp_path / "out" / "scaling.svg").unlink()
-    redraw = run_attention("--from", tmp_path / "out" / "attention.json", "--out", tmp_path / "out")
+    redraw = cli(main, "--from", tmp_path / "out" / "attention.json", "--out", tmp_path / "out")
     assert redraw.returncode == 0, redraw.stderr
     assert (tmp_path / "out" / "scaling.svg").read_text() == before
-    missing = run_attention("--from", tmp_path / "nothing.json")
+    missing = run_attention("--from", tmp_path / "nothing.json")  # a real process: what a shell sees
+    assert "Traceback" not in missing.stderr
     assert missing.returncode == 2 and "nothing.json: no such file" in missing.stderr

@@ -8,6 +8,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from emca_vis.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from emca_vis.checkpoint.__main__ import main
 from emca_vis.models import create_model
 
 from .test_models import randomise
@@ -62,7 +63,7 @@ def test_write_is_atomic(tiny, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors"]  # no temp file left
 
 
-def test_bad_files_give_one_clear_line(tiny, tmp_path):
+def test_bad_files_give_one_clear_line(tiny, tmp_path, cli):
     model, path = tiny
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -82,7 +83,7 @@ def test_bad_files_give_one_clear_line(tiny, tmp_path):
         with pytest.raises(CheckpointError, match=message) as error:
             load_checkpoint(bad)
         assert str(bad) in str(error.value)
-        result = run_cli(bad)
+        result = cli(main, bad)
         assert result.returncode == 2
         assert result.stderr.strip() == f"error: {error.value}"
         assert "Traceback" not in result.stderr
@@ -91,7 +92,7 @@ def test_bad_files_give_one_clear_line(tiny, tmp_path):
 
 
 def test_cli_reports_good_and_bad_files_in_one_run(tiny, tmp_path):
-    _, path = tiny
+    _, path = tiny  # a real process: the exit status and the one line a shell sees
     result = run_cli(tmp_path / "missing.safetensors", path)
     assert result.returncode == 2
     assert "resnet18_emca_srm" in result.stdout and "val_top1=93.5" in result.stdout
@@ -121,13 +122,13 @@ class CreatesFile:
         return (open, (str(self.target), "w"))
 
 
-def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
+def test_crafted_pickle_is_refused_and_never_runs(tmp_path, cli):
     target = tmp_path / "pwned.txt"
     path = tmp_path / "evil.pth"
     torch.save({"fc.weight": torch.zeros(2, 2), "payload": CreatesFile(target)}, path)
     assert not target.exists()
     with pytest.raises(CheckpointError, match="refused: it pickles objects other than tensors"):
         load_checkpoint(path, model="resnet18")
-    result = run_cli(path, "--model", "resnet18")
+    result = cli(main, path, "--model", "resnet18")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not target.exists()

@@ -1,8 +1,6 @@
 """Detectors over emca-vis backbones, COCO-format data, COCOeval metrics, detector checkpoints."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import torchvision
 from pycocotools import mask as mask_utils
 
 from emca_vis.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
+from emca_vis.checkpoint.__main__ import main as checkpoint_main
 from emca_vis.data import DatasetError
 from emca_vis.detection.models import create_detector
 from emca_vis.detection.data import (
@@ -220,7 +219,7 @@ def test_missing_and_malformed_annotation_files_are_one_line(tmp_path):
 
 # ---------------------------------------------------------------- checkpoints --------
 
-def test_detector_checkpoint_round_trip(tmp_path):
+def test_detector_checkpoint_round_trip(tmp_path, cli):
     torch.manual_seed(0)
     model = create_detector("maskrcnn_resnet18_emca_srm_fpn", 2, frozen_bn=True, mask_channels=24, **TINY).eval()
     randomise(model.backbone.body)  # statistics and EMCA weights away from their initial values
@@ -243,7 +242,7 @@ def test_detector_checkpoint_round_trip(tmp_path):
     with pytest.raises(CheckpointError, match=r"a detection checkpoint \(maskrcnn_resnet18_emca_srm_fpn\); "
                                               r"this takes classification checkpoints$"):
         load_checkpoint(path)
-    result = subprocess.run([sys.executable, "-m", "emca_vis.checkpoint", str(path)], capture_output=True, text=True)
+    result = cli(checkpoint_main, path)
     assert result.returncode == 0 and "maskrcnn_resnet18_emca_srm_fpn" in result.stdout
 
 

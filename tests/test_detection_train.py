@@ -7,6 +7,7 @@ import sys
 import torch
 
 from emca_vis.checkpoint import load_checkpoint, read_state_dict
+from emca_vis.train import main
 
 TINY_RUN = ["--task", "detection", "--model", "fasterrcnn_resnet18_emca_eca_fpn", "--image-size", "64",
             "--width", "0.125", "--fpn-channels", "16", "--representation-size", "32", "--proposals", "50",
@@ -14,12 +15,10 @@ TINY_RUN = ["--task", "detection", "--model", "fasterrcnn_resnet18_emca_eca_fpn"
             "--workers", "0", "--schedule", "step", "--milestones", "1", "--warmup-epochs", "0.5"]
 
 
-def train(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "emca_vis.train", *TINY_RUN, *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+def test_detection_run_writes_coco_metrics_checkpoints_and_resumes_exactly(tmp_path, cli):
+    def train(*args):
+        return cli(main, *TINY_RUN, *args)
 
-
-def test_detection_run_writes_coco_metrics_checkpoints_and_resumes_exactly(tmp_path):
     whole = train("--epochs", "2", "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
     rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
@@ -44,22 +43,19 @@ def test_detection_run_writes_coco_metrics_checkpoints_and_resumes_exactly(tmp_p
     assert (tmp_path / "split" / "metrics.csv").read_text().splitlines()[0] == \
         (tmp_path / "whole" / "metrics.csv").read_text().splitlines()[0]
 
-    evaluated = subprocess.run([sys.executable, "-m", "emca_vis.train", "--eval-only",
-                                str(tmp_path / "whole" / "last.safetensors"), "--workers", "0"],
-                               capture_output=True, text=True, timeout=600)
+    evaluated = cli(main, "--eval-only", tmp_path / "whole" / "last.safetensors", "--workers", "0")
     assert evaluated.returncode == 0, evaluated.stderr
     printed = json.loads(evaluated.stdout)
     assert printed["data"] == "multishapes" and printed["images"] == 4
     assert all(printed[k] == rows[1][k] for k in rows[1] if k.startswith("val_bbox"))
 
 
-def test_detection_options_are_checked_before_anything_runs(tmp_path):
-    bad = train("--trainable-layers", "7", "--out", tmp_path)
+def test_detection_options_are_checked_before_anything_runs(tmp_path, cli):
+    bad = cli(main, *TINY_RUN, "--trainable-layers", "7", "--out", tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().endswith("--trainable-layers: must be at most 5 (got 7)")
-    wrong_task = subprocess.run([sys.executable, "-m", "emca_vis.train", "--task", "detection", "--model",
-                                 "resnet18", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    wrong_task = cli(main, "--task", "detection", "--model", "resnet18", "--out", tmp_path)
     assert wrong_task.returncode == 2
     assert wrong_task.stderr.strip().startswith("error: unknown detector 'resnet18'; names are ")
-    missing = subprocess.run([sys.executable, "-m", "emca_vis.train", "--task", "detection"],
+    missing = subprocess.run([sys.executable, "-m", "emca_vis.train", "--task", "detection"],  # as a process
                              capture_output=True, text=True, timeout=600)
     assert missing.returncode == 2 and missing.stderr.strip() == "error: --model: required (unless --eval-only)"

@@ -15,6 +15,7 @@ from emca_vis.demo import demo_checkpoints
 from emca_vis.errors import UserError
 from emca_vis.explain.heatmaps import (IG_STEPS, METHODS, SIGNAL_CAMS, cam_from_signals, gradients_from,
                                        heatmap_stats, heatmaps, layer_signals, predict, resolve_target, target_layer)
+from emca_vis.gradcam import main
 from emca_vis.models import create_model
 
 from .test_models import randomise
@@ -166,12 +167,12 @@ def shape_image(tmp_path_factory):
     return folder / "star.png", sample
 
 
-def test_cli_writes_figure_json_and_heatmaps(shape_image, tmp_path):
+def test_cli_writes_figure_json_and_heatmaps(shape_image, tmp_path, cli):
     image, sample = shape_image
     checkpoints = demo_checkpoints()[:2]
     out = tmp_path / "fig.png"
-    result = run_gradcam("--image", image, "--checkpoint", *checkpoints, "--method", "gradcam", "saliency",
-                         "--top-k", "2", "--out", out)
+    result = cli(main, "--image", image, "--checkpoint", *checkpoints, "--method", "gradcam", "saliency",
+                 "--top-k", "2", "--out", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["wrote", str(out), "wrote", str(out.with_suffix(".json")), "wrote",
                                      str(out.with_suffix(".npz"))]
@@ -196,6 +197,7 @@ def test_cli_reports_bad_images_and_processes_the_rest(shape_image, tmp_path):
     truncated.write_bytes(image.read_bytes()[:300])
     Image.new("1", (4000, 4000)).save(tmp_path / "bomb.png")
     out = tmp_path / "fig.png"
+    # a real process: the exit status and the lines a shell sees
     result = run_gradcam("--image", tmp_path / "notes.jpg", "--image", image, "--image", truncated,
                          "--image", tmp_path / "missing.png", "--checkpoint", demo_checkpoints()[0],
                          "--method", "gradcam", "--out", out, cwd=tmp_path)
@@ -215,19 +217,19 @@ def test_cli_reports_bad_images_and_processes_the_rest(shape_image, tmp_path):
     (["--layer", "layer7"], "no layer 'layer7'"),
     (["--checkpoint", "nothing.safetensors"], "nothing.safetensors: no such checkpoint file"),
 ])
-def test_cli_option_errors_are_one_line(shape_image, tmp_path, args, message):
+def test_cli_option_errors_are_one_line(shape_image, tmp_path, args, message, cli):
     image, _ = shape_image
-    result = run_gradcam("--image", image, "--out", tmp_path / "f.png",
-                         *(args if "--checkpoint" in args else ["--checkpoint", demo_checkpoints()[0], *args]))
+    result = cli(main, "--image", image, "--out", tmp_path / "f.png",
+                 *(args if "--checkpoint" in args else ["--checkpoint", demo_checkpoints()[0], *args]))
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2
 
 
-def test_evaluate_prints_pointing_game_table(tmp_path):
+def test_evaluate_prints_pointing_game_table(tmp_path, cli):
     checkpoints = demo_checkpoints()
-    result = run_gradcam("evaluate", "--checkpoint", checkpoints[0], checkpoints[5], "--n", "40", "--method",
-                         "gradcam", "eigencam", "--faithfulness", "--steps", "4", "--out", tmp_path)
+    result = cli(main, "evaluate", "--checkpoint", checkpoints[0], checkpoints[5], "--n", "40", "--method",
+                 "gradcam", "eigencam", "--faithfulness", "--steps", "4", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("| model | method | n | top-1 (%) | pointing game (%) | energy PG (%) | deletion AUC")
@@ -244,14 +246,14 @@ def test_evaluate_prints_pointing_game_table(tmp_path):
     assert header.startswith("model,method,n,top1,pointing_game_mean,pointing_game_ci_low")
 
 
-def test_evaluate_needs_masks_for_image_folders(tmp_path):
+def test_evaluate_needs_masks_for_image_folders(tmp_path, cli):
     from emca_vis.data.shapes import SHAPE_CLASSES
 
     for name in SHAPE_CLASSES:
         (tmp_path / "val" / name).mkdir(parents=True)
         render_sample(0, "val", 0, 64).image.save(tmp_path / "val" / name / "a.png")
-    result = run_gradcam("evaluate", "--checkpoint", demo_checkpoints()[0], "--data", f"folder:{tmp_path}",
-                         "--split", "val", "--n", "2", "--out", tmp_path / "out")
+    result = cli(main, "evaluate", "--checkpoint", demo_checkpoints()[0], "--data", f"folder:{tmp_path}",
+                 "--split", "val", "--n", "2", "--out", tmp_path / "out")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "has no object masks: give --boxes" in result.stderr
 

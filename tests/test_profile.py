@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emca_vis.models import create_model
-from emca_vis.profile import count_gflops, count_parameters, markdown_table, profile_models
+from emca_vis.profile import count_gflops, count_parameters, main, markdown_table, profile_models
 
 
 def test_gflops_match_the_published_resnet_figures():
@@ -33,15 +33,15 @@ def test_profile_adds_the_plain_resnet_and_reports_ratios():
     assert "| +0 |" in table[3] and rows["resnet18_eca"]["added_ops"] > 0
 
 
-def test_cli_json_and_bad_model(tmp_path):
+def test_cli_json_and_bad_model(tmp_path, cli):
     out = tmp_path / "eff.json"
     cmd = [sys.executable, "-m", "emca_vis.profile", "--models", "resnet18", "--image-size", "32",
            "--batch-sizes", "1", "--repeats", "1", "--warmup", "0", "--json", str(out)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = cli(main, *cmd[3:])
     assert result.returncode == 0, result.stderr
     assert json.loads(out.read_text())["models"][0]["model"] == "resnet18"
     assert "| resnet18 |" in result.stdout
-    bad = subprocess.run(cmd[:4] + ["resnet19_eca"], capture_output=True, text=True)
+    bad = subprocess.run(cmd[:4] + ["resnet19_eca"], capture_output=True, text=True)  # a real process
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: unknown model 'resnet19_eca'; see emca_vis.models.list_models()"
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from emca_vis.checkpoint import load_checkpoint
 from emca_vis.data import DatasetError, build_dataset
 from emca_vis.data.shapes import render_sample
 from emca_vis.demo import DEMO_TRAIN_ARGS
-from emca_vis.train import build_parser, train
+from emca_vis.errors import run_cli
+from emca_vis.train import build_parser, main, train
 from emca_vis.training.data_order import GlobalBatchSampler
 from emca_vis.training.optim import lr_factor
 
@@ -69,10 +69,10 @@ def test_schedules():
     assert lr_factor(99, 100, 0, "step", [30, 60], 0.1) == pytest.approx(0.01)
 
 
-def test_two_process_ddp_equals_one_process_with_same_global_batch(tmp_path):
+def test_two_process_ddp_equals_one_process_with_same_global_batch(tmp_path, cli):
     common = ["--model", "resnet18_emca_se", "--epochs", "1", "--train-size", "128", "--deterministic", *TINY,
               "--batch-size", "8"]
-    run(*common, "--accum-steps", "2", "--out", tmp_path / "one")
+    assert cli(main, *common, "--accum-steps", "2", "--out", tmp_path / "one").returncode == 0
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "emca_vis.train", *common, "--out", str(tmp_path / "two")]
     result = subprocess.run(torchrun, capture_output=True, text=True, env=ENV)
@@ -85,49 +85,61 @@ def test_two_process_ddp_equals_one_process_with_same_global_batch(tmp_path):
     assert torch.equal(start["fc.weight"], a["fc.weight"])  # the last state is the final one
 
 
-def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
-    common = ["--model", "resnet18_emca_eca", "--epochs", "2", "--train-size", "512", "--deterministic", *TINY]
-    run(*common, "--out", tmp_path / "straight")
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path, cli):
+    # All three runs on one thread, so that they are bitwise comparable; the killed one is forked
+    # from this process (a second torch import costs more than the run) and killed from outside.
+    torch.set_num_threads(1)
+    common = ["--model", "resnet18_emca_eca", "--epochs", "2", "--train-size", "512", "--deterministic", *TINY,
+              "--image-size", "16"]
+    assert cli(main, *common, "--out", tmp_path / "straight").returncode == 0
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "emca_vis.train", *common, "--out", str(out),
-                                "--checkpoint-every", "5"], env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            run_cli(main, [*map(str, common), "--out", str(out), "--checkpoint-every", "5"])
+        finally:
+            os._exit(3)
     deadline = time.time() + 120
     while not (out / "resume" / "step-000000010").exists() and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     states = sorted(p.name for p in (out / "resume").glob("step-*"))
     assert states and states[-1] < "step-000000032"  # killed before the end of the first epoch
-    result = run(*common, "--out", out, "--checkpoint-every", "5", "--resume")
-    assert "resumed from" in result.stdout
+    result = cli(main, *common, "--out", out, "--checkpoint-every", "5", "--resume")
+    assert result.returncode == 0 and "resumed from" in result.stdout
     a, b = weights(tmp_path / "straight" / "last.safetensors"), weights(out / "last.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
 
 
-def test_corrupt_last_state_falls_back_then_refuses(tmp_path):
-    common = ["--model", "resnet18_eca", "--epochs", "1", "--train-size", "96", *TINY]
-    run(*common, "--out", tmp_path, "--checkpoint-every", "2")
+def test_corrupt_last_state_falls_back_then_refuses(tmp_path, cli):
+    common = ["--model", "resnet18_eca", "--epochs", "1", "--train-size", "96", *TINY, "--image-size", "16"]
+    assert cli(main, *common, "--out", tmp_path, "--checkpoint-every", "2").returncode == 0
     states = sorted((tmp_path / "resume").glob("step-*"))
     assert [s.name for s in states] == ["step-000000006", "step-000000006-evaluated"]
     newest = states[-1] / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:1000])
-    result = run(*common[:3], "2", *common[4:], "--out", tmp_path, "--resume")
+    result = cli(main, *common[:3], "2", *common[4:], "--out", tmp_path, "--resume")
+    assert result.returncode == 0, result.stderr
     assert "resume state" in result.stderr and "step-000000006-evaluated is unusable" in result.stderr
     assert "resumed from" in result.stdout and "step-000000006 (epoch 1, step 6, trained)" in result.stdout
     for state in sorted((tmp_path / "resume").glob("step-*")):
         (state / "state.pt").write_bytes(b"garbage")
-    result = run(*common, "--out", tmp_path, "--resume", check=False)
+    result = cli(main, *common, "--out", tmp_path, "--resume")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: --resume: every saved state")
     assert len(list((tmp_path / "resume").glob("step-*"))) == 2  # none usable: none removed
-    empty = run(*common, "--out", tmp_path / "none", "--resume", check=False)
+    empty = cli(main, *common, "--out", tmp_path / "none", "--resume")
     assert empty.returncode == 2 and "no saved state" in empty.stderr
 
 
-def test_dataset_errors_are_clear(tmp_path):
+def test_dataset_errors_are_clear(tmp_path, cli):
     cases = {
         "imagenet:/no/such": "imagenet: expected class-per-subfolder images in /no/such/train",
         "cifar10:/no/such": "cifar10: expected /no/such/cifar-10-batches-py",
@@ -135,12 +147,17 @@ def test_dataset_errors_are_clear(tmp_path):
         "mnist:/x": "unknown dataset 'mnist:/x'",
         "folder:": "needs a path",
     }
+    errors = {}
     for spec, message in cases.items():
         with pytest.raises(DatasetError, match=message) as error:
             build_dataset(spec)
-        result = run("--model", "resnet18", "--data", spec, "--out", tmp_path, check=False)
-        assert result.returncode == 2 and result.stderr.strip() == f"error: {error.value}"
+        errors[spec] = f"error: {error.value}"
+        result = cli(main, "--model", "resnet18", "--data", spec, "--out", tmp_path)
+        assert result.returncode == 2 and result.stderr.strip() == errors[spec]
         assert "Traceback" not in result.stderr
+    # once more as a process: the exit status and the one line a shell sees
+    result = run("--model", "resnet18", "--data", "mnist:/x", "--out", tmp_path, check=False)
+    assert result.returncode == 2 and result.stderr.strip() == errors["mnist:/x"]
 
 
 def write_images(folder: Path, n: int, split: str, flat_names: bool = False):
@@ -155,13 +172,14 @@ def write_images(folder: Path, n: int, split: str, flat_names: bool = False):
     return rows
 
 
-def test_folder_and_flat_imagenet_val_layouts(tmp_path):
+def test_folder_and_flat_imagenet_val_layouts(tmp_path, cli):
     write_images(tmp_path / "train", 48, "train")
     write_images(tmp_path / "val", 24, "val")
     dataset, info = build_dataset(f"folder:{tmp_path}", "val", image_size=48)
     image, label = dataset[0]
     assert image.shape == (3, 48, 48) and info.resize == 55 and info.class_names[0] == "c00"
-    run("--model", "resnet18", "--data", f"folder:{tmp_path}", "--epochs", "1", "--out", tmp_path / "run", *TINY)
+    assert cli(main, "--model", "resnet18", "--data", f"folder:{tmp_path}", "--epochs", "1", "--out", tmp_path / "run",
+               *TINY).returncode == 0
     _, meta = load_checkpoint(tmp_path / "run" / "last.safetensors")
     assert meta["dataset"] == f"folder:{tmp_path}" and meta["class_names"] == list(info.class_names)
 
