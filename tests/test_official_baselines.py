@@ -17,13 +17,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emca_vis.checkpoint import CheckpointError, load_checkpoint
+from emca_vis.checkpoint import load_checkpoint
 from emca_vis.checkpoint.formats import FORMATS, detect_format
 from emca_vis.checkpoint.official import bam, epsanet, fcanet, sanet
 from emca_vis.models import create_model
 from emca_vis.models.baselines import FCA, dct_filters
 
 from .test_models import randomise
+from .test_official_checkpoints import _OPTIMISER, _max_diff, _one_line_error, _prefixed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,8 +101,7 @@ def _sanet(sd):
 
 def _training_checkpoint(sd, arch):
     """What these repositories' training scripts pass to torch.save (model in DataParallel)."""
-    return {"epoch": 90, "arch": arch, "state_dict": {f"module.{k}": v for k, v in sd.items()}, "best_prec1": 77.1,
-            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1, 2]}]}}
+    return {"epoch": 90, "arch": arch, "state_dict": _prefixed(sd), "best_prec1": 77.1, "optimizer": _OPTIMISER}
 
 
 # (format, emca-vis model, its options, official key names, a name the repository uses, input px)
@@ -121,12 +121,6 @@ def _saved(tmp_path, case):
     official = {k: v.clone() for k, v in to_official(ours.state_dict()).items()}
     torch.save(_training_checkpoint(official, their_name or "resnet"), path)
     return ours, path, official
-
-
-def _max_diff(a, b, size, dtype):
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(dtype)
-    with torch.no_grad():
-        return (a.to(dtype)(x) - b.to(dtype)(x)).abs().max().item()
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -189,12 +183,6 @@ def test_detectors_accept_only_their_own_layout():
         # EPSANet's SE modules are named "se", as timm's: its entry is detected first.
         assert accepted == [fmt, "timm", "torchvision"] if fmt == "epsanet" else [fmt, "torchvision"], fmt
         assert detect_format(sd).name == fmt
-
-
-def _one_line_error(spec, match):
-    with pytest.raises(CheckpointError, match=match) as error:
-        load_checkpoint(spec)
-    assert "\n" not in str(error.value)
 
 
 def test_other_layouts_of_these_repositories_are_refused_in_one_line(tmp_path):
