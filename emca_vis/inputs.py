@@ -12,12 +12,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import nn
+from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import load_checkpoint
 from .checkpoint.spec import parse_spec
-from .data import eval_pixels, eval_transform
+from .data import eval_pixels
 from .demo import demo_checkpoints
 from .errors import UserError
+from .training.tasks import get_task
 
 
 @dataclass
@@ -38,6 +40,12 @@ class LoadedModel:
         return list(self.meta["class_names"])
 
     @property
+    def task(self):
+        """The checkpoint's task (:func:`emca_vis.training.tasks.get_task`): what each tool asks
+        to predict, explain and score, the same for classifiers and detectors."""
+        return get_task(self.meta["task"])
+
+    @property
     def input_size(self) -> int:
         return self.meta["input_size"]
 
@@ -46,22 +54,29 @@ class LoadedModel:
         return self.meta["resize"]
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """The model input ``[3, S, S]`` for an RGB image, exactly as in evaluation during training."""
-        meta = self.meta
-        return eval_transform(meta["input_size"], meta["resize"], meta["mean"], meta["std"])(image)
+        """The model input ``[3, H, W]`` for an RGB image, exactly as in evaluation during training."""
+        return self.normalise(self.pixels(image)[None])[0]
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
-        """What the model sees before normalisation: ``[3, S, S]`` in [0, 1] after its resize and crop."""
+        """What the model sees before normalisation: ``[3, H, W]`` in [0, 1]; a classifier's image
+        after its resize and centre crop, a detector's whole image (the detector resizes it)."""
+        if self.meta["task"] == "detection":
+            return TF.to_dtype(TF.pil_to_tensor(image.convert("RGB")), torch.float32, scale=True)
         return eval_pixels(self.input_size, self.resize)(image)
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """RGB ``[N, 3, S, S]`` in ``[0, 1]`` to model inputs (the checkpoint's mean and std)."""
+        """RGB ``[N, 3, H, W]`` in ``[0, 1]`` to model inputs: the checkpoint's mean and std for a
+        classifier; a detector takes pixels and normalises them itself (torchvision's transform)."""
+        if self.meta["task"] == "detection":
+            return images
         mean = torch.tensor(self.meta["mean"], device=images.device).view(1, 3, 1, 1)
         std = torch.tensor(self.meta["std"], device=images.device).view(1, 3, 1, 1)
         return (images - mean) / std
 
     def unnormalise(self, images: torch.Tensor) -> torch.Tensor:
-        """Model inputs ``[N, 3, S, S]`` back to displayable RGB in ``[0, 1]``."""
+        """Model inputs ``[N, 3, H, W]`` back to displayable RGB in ``[0, 1]``."""
+        if self.meta["task"] == "detection":
+            return images.cpu().clamp(0, 1)
         mean = torch.tensor(self.meta["mean"]).view(1, 3, 1, 1)
         std = torch.tensor(self.meta["std"]).view(1, 3, 1, 1)
         return (images.cpu() * std + mean).clamp(0, 1)
@@ -78,19 +93,20 @@ CHECKPOINT_HELP = ("checkpoints: emca-vis files, or foreign ones as MODEL[:ema][
 
 
 def load_models(paths: Sequence[str | Path] | None = None, errors: list[str] | None = None,
-                allow_nonfinite: bool = False) -> list[LoadedModel]:
+                allow_nonfinite: bool = False, task: str | None = "classification") -> list[LoadedModel]:
     """Load ``paths`` (default: the demo checkpoints) on the CPU; each a path or a checkpoint spec
     ``MODEL[:ema][:FORMAT]=PATH`` (:mod:`emca_vis.checkpoint.spec`).
 
     A checkpoint that fails is reported as ``error: ...`` on stderr and appended to
     ``errors``; the others still load. Labels are the model names, or file names where two
-    checkpoints share a model name. ``allow_nonfinite``: see :func:`load_checkpoint`.
+    checkpoints share a model name. ``allow_nonfinite``, ``task`` (``None``: classifiers and
+    detectors): see :func:`load_checkpoint`.
     """
     loaded = []
     for checkpoint in paths or demo_checkpoints():
         try:
             spec = parse_spec(checkpoint)
-            model, meta = load_checkpoint(spec, allow_nonfinite=allow_nonfinite)
+            model, meta = load_checkpoint(spec, allow_nonfinite=allow_nonfinite, task=task)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             if errors is not None:

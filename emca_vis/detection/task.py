@@ -1,4 +1,5 @@
-"""Detection as a training task (the verbs of :mod:`emca_vis.training.tasks`).
+"""Detection as a task (the verbs of :mod:`emca_vis.training.tasks`): training, and what the
+analysis tools ask of a detector checkpoint.
 
 The loop (data order, optimiser, schedule, AMP, DDP, resume states, metrics files, best/last
 checkpoints) is the classification one. ``--init`` initialises the backbone from a
@@ -84,6 +85,16 @@ class DetectionTask:
         metrics = evaluate_detector(net, dataset, device, batch_size=args.batch_size, workers=args.workers,
                                     rank=rank, world=world, autocast=autocast)
         return {f"val_{k}": v for k, v in metrics.items()}  # None: no object of that size
+
+    @staticmethod
+    @torch.no_grad()
+    def predict(loaded, pixels) -> list[dict[str, torch.Tensor]]:
+        """One dict per image (``[N, 3, H, W]`` or a list of ``[3, H, W]`` in [0, 1], any sizes):
+        ``boxes`` ``[D, 4]`` (x0, y0, x1, y1 in the image's pixels), ``labels`` ``[D]`` (1-based:
+        ``loaded.class_names[label - 1]``), ``scores`` ``[D]``, best first, as the detector keeps
+        them (its score threshold, NMS and detections per image); Mask R-CNN adds ``masks``
+        ``[D, 1, H, W]`` (probabilities)."""
+        return loaded.model(list(pixels))
 
     @staticmethod
     def summary(row: dict) -> str:

@@ -13,6 +13,13 @@ states, metrics files, checkpoints) is shared; a task supplies
 ``evaluate(net, data, ...)``  the validation columns
 ``best_metric``               the column that picks ``best.safetensors`` (higher is better)
 ``summary(row)``              the epoch's line on the console
+
+The analysis tools (gradcam, attention, robustness, report, app) ask the same object, through
+``LoadedModel.task`` (:mod:`emca_vis.inputs`), what a checkpoint of the task does:
+
+``predict(loaded, pixels)``   predictions for images in [0, 1] (``LoadedModel.pixels``): class
+                              probabilities ``[N, K]``, or one dict of boxes, labels, scores
+                              (and masks) per image for a detector
 """
 
 from __future__ import annotations
@@ -104,6 +111,12 @@ class ClassificationTask:
             fault_point("val")
         loss, top1, top5, n = all_reduce_sum([loss, top1, top5, len(shard)], device)
         return {"val_loss": loss / n, "val_top1": 100 * top1 / n, "val_top5": 100 * top5 / n}
+
+    @staticmethod
+    @torch.no_grad()
+    def predict(loaded, pixels: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[N, K]`` of images ``[N, 3, S, S]`` in [0, 1]."""
+        return loaded.model(loaded.normalise(pixels)).softmax(1)
 
     @staticmethod
     def summary(row: dict) -> str:
