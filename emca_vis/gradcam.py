@@ -8,6 +8,9 @@
 With no ``--checkpoint`` the demo checkpoints are compared. The first form writes one figure
 per image (rows: models; columns: the input, then one heatmap per method and target), a
 JSON of predictions, targets and heatmap statistics, and the heatmaps themselves (.npz).
+Detector checkpoints draw their detections (boxes, classes, scores; Mask R-CNN's masks) and
+one heatmap per kept detection and method (``--score-threshold``, ``--max-detections``); see
+:mod:`emca_vis.detection.explain` for the target, the layers and the keys.
 ``evaluate`` scores heatmaps against object masks (pointing game, energy pointing game) and,
 with ``--faithfulness``, by deletion/insertion AUC; see :mod:`emca_vis.explain.evaluate`.
 """
@@ -22,8 +25,8 @@ import numpy as np
 
 from .errors import UserError, run_cli
 from .explain.figures import comparison_figure, to_display
-from .explain.heatmaps import (LAYER_METHODS, METHODS, check_layer, check_method, heatmap_stats, heatmaps, predict,
-                                resolve_target)
+from .explain.evaluate import add_detection_options, model_plan
+from .explain.heatmaps import METHODS, check_method, heatmap_stats, heatmaps, predict, resolve_target
 from .images import find_images, load_image
 from .inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
 from .options import Parser, positive_int
@@ -38,12 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
     parser.add_argument("--dir", help="explain every image in this folder")
     add_model_options(parser)
-    parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), help=f"any of: {', '.join(METHODS)}")
+    parser.add_argument("--method", nargs="+", help=f"any of: {', '.join(METHODS)} (default: "
+                        f"{' '.join(DEFAULT_METHODS)}; detectors: gradcam layercam eigencam, which have "
+                        "gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--target", help="class index or name to explain (default: the predicted class)")
     group.add_argument("--top-k", type=positive_int, default=1, help="explain each of the k most probable classes")
     parser.add_argument("--aug-smooth", action="store_true", help="test-time augmentation smoothing (CAM methods)")
     parser.add_argument("--eigen-smooth", action="store_true", help="first principal component (CAM methods)")
+    add_detection_options(parser)
     parser.add_argument("--out", default="runs/gradcam/gradcam.png",
                         help="figure path; with several images, the image name is appended to its stem")
     return parser
@@ -51,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
-    parser.add_argument("--layer", default="layer4", help="target layer: layer4, layer3, layer4.1, ...")
+    parser.add_argument("--layer", help="target layer: a stage, block or module (layer4, layer3, layer4.1, "
+                        "layer4.0.conv2; default layer4); detectors also a feature-pyramid level: fpn.0 .. fpn.3 "
+                        "and fpn.pool (R-CNNs, P2..P6), fpn.0 .. fpn.2, fpn.p6, fpn.p7 (RetinaNet, P3..P7)")
     add_nonfinite_option(parser)
 
 
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return evaluate_main(argv[1:])
     args = build_parser().parse_args(argv)
-    for method in args.method:
+    for method in args.method or []:
         check_method(method)
     paths = [Path(p) for p in args.image] + (find_images(args.dir) if args.dir else [])
     if not paths:
@@ -75,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                     for index, path in enumerate(paths)]
     check_out(out, files=[*figure_paths, out.with_suffix(".json"), out.with_suffix(".npz")])
     failures: list[str] = []
-    models = load_models(args.checkpoint, failures, args.allow_nonfinite)
-    check_model_options(models, args)
+    models = load_models(args.checkpoint, failures, args.allow_nonfinite, task=None)
+    plans = [model_plan(loaded, args, "gradcam")[:2] for loaded in models]
     report = {"models": [{"label": m.label, "checkpoint": m.spec} for m in models], "images": []}
     arrays: dict[str, np.ndarray] = {}
     for index, path in enumerate(paths):
@@ -88,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         figure_path = figure_paths[index]
         rows, entries = [], []
-        for loaded in models:
-            row, entry, maps = explain_image(loaded, image, args)
+        for loaded, (methods, layer) in zip(models, plans):
+            settings = argparse.Namespace(**{**vars(args), "layer": layer})
+            row, entry, maps = loaded.task.explain_image(loaded, image, methods, settings)
             rows.append(row)
             entries.append(entry)
             for key, heatmap in maps.items():
@@ -106,17 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     return 2 if failures else 0
 
 
-def check_model_options(models: list[LoadedModel], args) -> None:
-    """``--layer`` and ``--target`` checked on every model before any heatmap is computed."""
-    for loaded in models:
-        if any(method in LAYER_METHODS for method in args.method):
-            check_layer(loaded.model, args.layer, loaded.input_size)
-        if getattr(args, "target", None) is not None:
-            resolve_target(args.target, loaded.class_names)
-
-
-def explain_image(loaded: LoadedModel, image, args) -> tuple[dict, dict, dict[str, np.ndarray]]:
-    """One model on one image: the figure row, the JSON entry and the heatmaps by column key."""
+def explain_class_image(loaded: LoadedModel, image, methods, args) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """One classifier on one image: the figure row, the JSON entry and the heatmaps by column key."""
     x = loaded.preprocess(image)[None]
     probs = predict(loaded.model, x)[0]
     names = loaded.class_names
@@ -124,7 +124,7 @@ def explain_image(loaded: LoadedModel, image, args) -> tuple[dict, dict, dict[st
     fixed = resolve_target(args.target, names)
     targets = [fixed] if fixed is not None else probs.topk(min(args.top_k, len(names))).indices.tolist()
     maps, columns, explanations = {}, [], []
-    for method in args.method:
+    for method in methods:
         for target in targets:
             heatmap = heatmaps(loaded.model, x, [target], method, args.layer, args.aug_smooth, args.eigen_smooth)[0]
             key = f"{method}/{names[target]}"

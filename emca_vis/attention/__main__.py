@@ -4,8 +4,12 @@
     python -m emca_vis.attention --checkpoint a b --image x.jpg [--image y.png ...] --out runs/attention
 
 With no ``--checkpoint`` the demo checkpoints are analysed. Dataset images are grouped by
-their labels; single images by each model's predicted class. Writes ``attention.json`` (every
-number) and the figures (PNG + SVG); ``--from attention.json`` redraws the figures only.
+their labels; single images by each model's predicted class. Detector checkpoints: their
+backbone ResNet is analysed on the images as the detector resizes and normalises them (data:
+``multishapes`` by default, or ``coco:/path``); an image's class is that of its largest object
+(by mask area; single images: of the largest detection scoring >= 0.5, else the best one), and
+images without objects are left out. Writes ``attention.json`` (every number) and the figures
+(PNG + SVG); ``--from attention.json`` redraws the figures only.
 """
 
 from __future__ import annotations
@@ -13,11 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-from torch.utils.data import DataLoader, Subset
-
-from ..checkpoint.classes import same_classes
-from ..data import build_dataset
 from ..errors import UserError, run_cli
 from ..images import load_image
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
@@ -33,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--image", action="append", help="an image file (repeatable)")
-    source.add_argument("--data", help="dataset spec (default: shapes)")
+    source.add_argument("--data", help="dataset spec (default: shapes; detectors: multishapes)")
     source.add_argument("--from", dest="from_json", help="redraw the figures of a saved attention.json")
     parser.add_argument("--split", default="val")
     parser.add_argument("--n", type=positive_int, default=256, help="images from the dataset split")
@@ -51,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         data = read_attention(args.from_json)
     else:
-        models = load_models(args.checkpoint, failures, args.allow_nonfinite)
-        spec = args.data or "shapes"
+        models = load_models(args.checkpoint, failures, args.allow_nonfinite, task=None)
         if args.image:
             images = []
             for path in args.image:
@@ -65,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for m in models:  # a model that cannot be analysed (e.g. other classes) is reported; the others go on
             try:
-                results[m.label] = _on_images(m, images) if args.image else _on_dataset(m, spec, args)
+                results[m.label] = _on_images(m, images) if args.image else _on_dataset(m, args)
             except UserError as error:
                 _report(error, failures)
         if not results:
             raise UserError("none of the models could be analysed")
-        inputs = [str(p) for p in args.image] if args.image else f"{spec} {args.split} (first {args.n})"
+        specs = sorted({args.data or m.task.default_data for m in models})
+        inputs = [str(p) for p in args.image] if args.image else f"{', '.join(specs)} {args.split} (first {args.n})"
         data = {"inputs": inputs, "models": results, "errors": failures}
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "attention.json", data)
@@ -86,19 +85,17 @@ def _report(error: UserError, failures: list[str]) -> None:
 
 
 def _on_images(loaded: LoadedModel, images) -> dict:
-    x = torch.stack([loaded.preprocess(image) for image in images])
-    with torch.no_grad():
-        predicted = loaded.model(x).argmax(1)
-    return analyse(loaded.model, loaded.class_names, [(x, predicted)], total=1, desc=loaded.label)
+    model, batches, left_out = loaded.task.attention_images(loaded, images)
+    for index in left_out:
+        print(f"{loaded.label}: image {index + 1} has no detection; left out", file=sys.stderr)
+    if not batches:
+        raise UserError(f"{loaded.label}: none of the images could be labelled (no detection)")
+    return analyse(model, loaded.class_names, batches, total=len(batches), desc=loaded.label)
 
 
-def _on_dataset(loaded: LoadedModel, spec: str, args) -> dict:
-    dataset, info = build_dataset(spec, args.split, image_size=loaded.input_size, train=False)
-    if not same_classes(info.class_names, loaded.class_names):
-        raise UserError(f"{loaded.path}: its classes differ from those of {spec}")
-    subset = Subset(dataset, range(min(args.n, len(dataset))))
-    loader = DataLoader(subset, batch_size=args.batch_size)
-    return analyse(loaded.model, loaded.class_names, loader, total=len(loader), desc=loaded.label)
+def _on_dataset(loaded: LoadedModel, args) -> dict:
+    model, batches, total = loaded.task.attention_dataset(loaded, args.data or loaded.task.default_data, args)
+    return analyse(model, loaded.class_names, batches, total=total, desc=loaded.label)
 
 
 if __name__ == "__main__":

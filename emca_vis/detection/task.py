@@ -8,6 +8,9 @@ classification checkpoint; validation gives COCO box (and mask) AP by pycocotool
 torchvision's recipe, 0.02 per 16 images. Detection batches are lists of images of any size
 with their targets; the loss is the sum of torchvision's losses (RPN and box head, mask head,
 or RetinaNet's focal and box losses).
+
+The analysis verbs (heatmaps per kept detection, their scores against matched objects, the
+backbone's attention) are implemented in :mod:`emca_vis.detection.explain`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import read_state_dict
+from . import explain
 from .data import build_detection_dataset, collate
 from .evaluate import evaluate_detector
 from .models import create_detector
@@ -27,6 +31,8 @@ class DetectionTask:
     best_metric = "val_bbox_AP"
     default_data = "multishapes"
     collate = staticmethod(collate)
+    default_methods = {"gradcam": explain.DEFAULT_METHODS, "evaluate": explain.DEFAULT_METHODS}
+    default_layer = explain.DEFAULT_LAYER
 
     def datasets(self, args) -> tuple:
         masks = parse_detector_name(args.model)[0] == "maskrcnn"
@@ -95,6 +101,31 @@ class DetectionTask:
         them (its score threshold, NMS and detections per image); Mask R-CNN adds ``masks``
         ``[D, 1, H, W]`` (probabilities)."""
         return loaded.model(list(pixels))
+
+    check_method = staticmethod(explain.check_method)
+    check_layer = staticmethod(explain.check_layer)
+    explain_image = staticmethod(explain.explain_image)
+
+    @staticmethod
+    def check_targets(loaded, args) -> None:
+        if getattr(args, "target", None) is not None or getattr(args, "top_k", 1) != 1:
+            option = "--target" if getattr(args, "target", None) is not None else "--top-k"
+            raise explain.ExplainError(f"{option}: the detector {loaded.label} explains its detections; "
+                                       "choose them with --score-threshold and --max-detections")
+
+    @staticmethod
+    def score_heatmaps(loaded, methods, args) -> list[dict]:
+        from ..explain.evaluate import pointing_tolerance
+
+        return explain.score_heatmaps(loaded, args.data, args.split, args.n, methods, args, pointing_tolerance)
+
+    @staticmethod
+    def attention_dataset(loaded, spec: str, args):
+        return explain.attention_dataset(loaded, spec, args.split, args.n, args.batch_size)
+
+    @staticmethod
+    def attention_images(loaded, images):
+        return explain.attention_images(loaded, images)
 
     @staticmethod
     def summary(row: dict) -> str:

@@ -3,6 +3,12 @@
     python -m emca_vis.gradcam evaluate [--checkpoint ...] --data shapes --n 500 [--method ...]
     python -m emca_vis.gradcam evaluate --checkpoint m.safetensors --data imagenet:/data/imagenet \\
         --boxes /data/imagenet/val_boxes --n 2000
+    python -m emca_vis.gradcam evaluate --checkpoint det.safetensors --data multishapes --n 50
+
+Detectors (``multishapes`` or ``coco:/path``): the heatmaps of the kept detections that match
+an object of their class (IoU >= 0.5, greedy by score) are scored against that object (pointing
+game against its mask, or its box without masks; energy inside its box); ``recall`` is the share
+of objects matched. See :mod:`emca_vis.detection.explain`.
 
 Heatmaps explain the ground-truth class. ``shapes`` carries a mask per image; for image
 folders (ImageNet) ``--boxes`` names a folder of Pascal VOC XML files, one per image
@@ -27,10 +33,10 @@ from ..checkpoint.classes import same_classes
 from ..data import build_dataset
 from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
-from ..options import Parser, positive_int
+from ..options import Parser, positive_int, probability
 from ..outputs import check_out, write_dict_csv, write_json
 from . import metrics
-from .heatmaps import LAYER_METHODS, METHODS, check_layer, check_method, heatmaps, predict
+from .heatmaps import LAYER_METHODS, METHODS, check_method, heatmaps, predict
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam")
 POINTING_TOLERANCE_AT_224 = 15  # pixels, as in the pointing game's original protocol
@@ -39,12 +45,16 @@ POINTING_TOLERANCE_AT_224 = 15  # pixels, as in the pointing game's original pro
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m emca_vis.gradcam evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
-    parser.add_argument("--layer", default="layer4", help="target layer: layer4, layer3, layer4.1, ...")
-    parser.add_argument("--data", default="shapes", help="shapes, or folder:/p / imagenet:/p with --boxes")
+    parser.add_argument("--layer", help="target layer: layer4, layer3, layer4.1, ...; detectors also "
+                        "fpn.0, fpn.1, ... (default: layer4)")
+    parser.add_argument("--data", help="shapes, or folder:/p / imagenet:/p with --boxes; detectors: multishapes "
+                        "or coco:/p (default: shapes, multishapes)")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--boxes", help="folder of Pascal VOC XML box files (image folders only)")
     parser.add_argument("--n", type=positive_int, default=500, help="number of images (the first n of the split)")
-    parser.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), help=f"any of: {', '.join(METHODS)}")
+    parser.add_argument("--method", nargs="+", help=f"any of: {', '.join(METHODS)} (default: "
+                        f"{' '.join(DEFAULT_METHODS)}; detectors: gradcam layercam eigencam)")
+    add_detection_options(parser)
     parser.add_argument("--faithfulness", action="store_true", help="also deletion and insertion AUC (slower)")
     parser.add_argument("--steps", type=positive_int, default=20, help="deletion/insertion steps")
     parser.add_argument("--road", action="store_true", help="also pytorch-grad-cam's ROAD score (slowest)")
@@ -56,29 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for method in args.method:
+    for method in args.method or []:
         check_method(method)
     out = check_out(args.out, folder=True, files=["scores.csv", "scores.json"])
     failures: list[str] = []
-    models = load_models(args.checkpoint, failures, args.allow_nonfinite)
-    if any(method in LAYER_METHODS for method in args.method):
-        for loaded in models:
-            check_layer(loaded.model, args.layer, loaded.input_size)
+    models = load_models(args.checkpoint, failures, args.allow_nonfinite, task=None)
+    plans = [model_plan(loaded, args, "evaluate") for loaded in models]
     torch.manual_seed(0)  # ROAD's imputation noise
     rows = []
-    for loaded in models:  # a model that cannot be scored (other classes, ...) is reported; the others go on
+    for loaded, (methods, layer, data) in zip(models, plans):
+        # a model that cannot be scored (other classes, ...) is reported; the others go on
+        settings = argparse.Namespace(**{**vars(args), "layer": layer, "data": data})
         try:
-            images, masks, labels = evaluation_set(loaded, args.data, args.split, args.n, args.boxes)
+            rows.extend(loaded.task.score_heatmaps(loaded, methods, settings))
         except ClassMismatch as error:  # dataset problems (no masks, no such split) stop the run instead
             print(f"error: {error}", file=sys.stderr)
             failures.append(str(error))
-            continue
-        rows.extend(score_model(loaded, images, masks, labels, args))
     if not rows:
-        raise UserError(f"none of the checkpoints could be scored on {args.data}")
+        raise UserError(f"none of the checkpoints could be scored on {args.data or 'the default data'}")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "scores.csv")
-    write_json(out / "scores.json", {"data": args.data, "split": args.split, "layer": args.layer, "rows": rows,
+    layers = sorted({layer for _, layer, _ in plans})
+    write_json(out / "scores.json", {"data": args.data or plans[0][2], "split": args.split,
+                                     "layer": layers[0] if len(layers) == 1 else layers, "rows": rows,
                                      "errors": failures}, indent=2)
     print(markdown_table(rows))
     print(f"wrote {out / 'scores.csv'}\nwrote {out / 'scores.json'}")
@@ -87,6 +97,35 @@ def main(argv: list[str] | None = None) -> int:
 
 class ClassMismatch(UserError):
     """A model that does not know the dataset's classes: it is left out, the others are scored."""
+
+
+def add_detection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--score-threshold", type=probability, default=0.5,
+                        help="detectors: explain the detections scoring at least this (default: 0.5)")
+    parser.add_argument("--max-detections", type=positive_int, default=5,
+                        help="detectors: explain at most this many detections per image, best first (default: 5)")
+
+
+def model_plan(loaded: LoadedModel, args, tool: str) -> tuple[list[str], str, str]:
+    """``(methods, layer, data)`` of one model: the options given, else its task's defaults, each
+    checked (one-line errors) before any heatmap is computed."""
+    task = loaded.task
+    methods = list(args.method or task.default_methods[tool])
+    for method in methods:
+        task.check_method(loaded, method)
+    layer = args.layer or task.default_layer
+    if any(method in LAYER_METHODS for method in methods):
+        task.check_layer(loaded, layer)
+    task.check_targets(loaded, args)
+    for option in ("faithfulness", "road"):
+        if getattr(args, option, False) and task.name != "classification":
+            raise UserError(f"--{option}: not available for the {task.name} model {loaded.label}")
+    return methods, layer, getattr(args, "data", None) or task.default_data
+
+
+def pointing_tolerance(size: int) -> int:
+    """The pointing game's tolerance for ``size``-pixel inputs: 15 px at 224 px, scaled."""
+    return round(POINTING_TOLERANCE_AT_224 * size / 224)
 
 
 def evaluation_set(loaded: LoadedModel, spec: str, split: str, n: int, boxes: str | None):
@@ -128,14 +167,15 @@ def _box_mask(xml: Path, image_path: str, meta: dict) -> np.ndarray:
 
 
 def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, labels: list[int], args,
-                per_image: bool = False) -> list[dict]:
-    """One table row per method for one model; with ``per_image``, the rows also keep every
-    image's scores (``per_image``: metric -> list) for paired comparisons between models."""
+                per_image: bool = False, methods=None) -> list[dict]:
+    """One table row per method (``methods``, default ``args.method``) for one model; with
+    ``per_image``, the rows also keep every image's scores (``per_image``: metric -> list) for
+    paired comparisons between models."""
     model, size = loaded.model, loaded.input_size
-    tolerance = round(POINTING_TOLERANCE_AT_224 * size / 224)
+    tolerance = pointing_tolerance(size)
     accuracy = float((predict(model, images).argmax(1) == torch.tensor(labels)).float().mean())
     rows = []
-    for method in args.method:
+    for method in methods or args.method:
         scored: dict[str, list[np.ndarray]] = {}
         chunks = range(0, len(images), args.batch_size)
         for start in tqdm(chunks, desc=f"{loaded.label} {method}", leave=False):
@@ -175,9 +215,12 @@ METRIC_TITLES = {"pointing_game": "pointing game (%)", "energy_pointing_game": "
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """Each metric as ``mean [95% CI]``; localisation scores in percent."""
+    """Each metric as ``mean [95% CI]``; localisation scores in percent. The accuracy column is
+    classifiers' top-1, detectors' recall of matched objects (``n``: matched detections)."""
     present = [key for key in METRIC_TITLES if any(f"{key}_mean" in row for row in rows)]
-    lines = ["| model | method | n | top-1 (%) | " + " | ".join(METRIC_TITLES[k] for k in present) + " |",
+    kinds = {"top1" if "top1" in row else "recall" for row in rows}
+    accuracy = {"top1": "top-1 (%)", "recall": "recall (%)"}.get(*kinds) if len(kinds) == 1 else "top-1 / recall (%)"
+    lines = [f"| model | method | n | {accuracy} | " + " | ".join(METRIC_TITLES[k] for k in present) + " |",
              "|---|---|---:|---:|" + "---:|" * len(present)]
     for row in rows:
         cells = []
@@ -185,5 +228,6 @@ def markdown_table(rows: list[dict]) -> str:
             factor, digits = (100, 1) if key in ("pointing_game", "energy_pointing_game") else (1, 3)
             low, mean, high = (factor * row[f"{key}_{s}"] for s in ("ci_low", "mean", "ci_high"))
             cells.append(f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]")
-        lines.append(f"| {row['model']} | {row['method']} | {row['n']} | {row['top1']:.2f} | " + " | ".join(cells) + " |")
+        score = row["top1"] if "top1" in row else row["recall"]
+        lines.append(f"| {row['model']} | {row['method']} | {row['n']} | {score:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
+import matplotlib.patches
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,7 +28,9 @@ def comparison_figure(rows: list[dict], path: Path, title: str = "") -> Path:
 
     Each row is ``{"label", "image" [H, W, 3] in [0, 1], "caption", "maps": [(column title,
     [H, W] heatmap in [0, 1]), ...]}``. Every heatmap uses the same 0-1 colour scale, shown
-    by one colour bar; images keep their aspect ratio.
+    by one colour bar; images keep their aspect ratio. Detectors' rows add ``"detections"``
+    (``[{"box": (x0, y0, x1, y1), "text", "mask": [H, W] bool or None}, ...]``, drawn on the
+    input) and a third item per map, the boxes to outline on it.
     """
     columns = 1 + max(len(row["maps"]) for row in rows)
     fig, axes = plt.subplots(len(rows), columns, figsize=(2.3 * columns + 0.8, 2.5 * len(rows) + 0.4),
@@ -35,12 +39,14 @@ def comparison_figure(rows: list[dict], path: Path, title: str = "") -> Path:
     for r, row in enumerate(rows):
         axes[r, 0].imshow(row["image"])
         axes[r, 0].set_title(f"{row['label']}\n{row['caption']}", fontsize=9)
-        for c, (column_title, heatmap) in enumerate(row["maps"], start=1):
+        draw_detections(axes[r, 0], row.get("detections", []))
+        for c, (column_title, heatmap, *boxes) in enumerate(row["maps"], start=1):
             ax = axes[r, c]
             ax.imshow(row["image"])
             mappable = ax.imshow(heatmap, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
                                  interpolation="bilinear")
-            ax.set_title(column_title, fontsize=9)
+            draw_detections(ax, [{"box": box} for box in (boxes[0] if boxes else [])])
+            ax.set_title(column_title, fontsize=9 if "\n" not in column_title else 8)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -58,6 +64,25 @@ def comparison_figure(rows: list[dict], path: Path, title: str = "") -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+DETECTION_COLOUR = "#56B4E9"  # Okabe-Ito sky blue: visible on the inferno map and on the images
+
+
+def draw_detections(ax, detections: list[dict]) -> None:
+    """Outline each detection's box on ``ax``; its ``text`` above the box, its ``mask`` tinted."""
+    for detection in detections:
+        mask = detection.get("mask")
+        if mask is not None and mask.any():
+            tint = np.zeros((*mask.shape, 4))
+            tint[mask] = matplotlib.colors.to_rgba(DETECTION_COLOUR, 0.45)
+            ax.imshow(tint, interpolation="nearest")
+        x0, y0, x1, y1 = detection["box"]
+        ax.add_patch(matplotlib.patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                                  edgecolor=DETECTION_COLOUR, linewidth=1.2))
+        if detection.get("text"):
+            ax.text(x0 - 0.5, y0 - 1.5, detection["text"], color="black", fontsize=6, va="bottom",
+                    bbox={"facecolor": DETECTION_COLOUR, "edgecolor": "none", "pad": 0.5, "alpha": 0.85})
 
 
 def to_display(image: np.ndarray) -> np.ndarray:

@@ -98,16 +98,29 @@ def check_layer(model: nn.Module, name: str, input_size: int) -> nn.Module:
     gradient methods). Checked with one forward pass of a blank image; :class:`ExplainError`
     names the layer, the problem and a few layers that work."""
     layer = target_layer(model, name)
+    stages = [n for n, _ in model.named_children() if n.startswith("layer")]
+    check_feature_map(model, layer, torch.zeros(1, 3, input_size, input_size), name,
+                      f"use a stage ({', '.join(stages)}), a block ({stages[-1]}.0) or a convolution "
+                      f"({stages[-1]}.0.conv1)")
+    return layer
+
+
+def check_feature_map(model: nn.Module, layer: nn.Module, blank: Tensor, name: str, hint: str,
+                      key: str | None = None) -> None:
+    """Raise :class:`ExplainError` (``--layer NAME: the layer PROBLEM; HINT``) unless ``layer``'s
+    output (its entry ``key`` when it returns a dict) on ``model(blank)`` is a 4-D feature map
+    that no later in-place operation changes."""
     seen: dict = {}
 
     def record(module, args, output):
+        output = output.get(key) if key is not None and isinstance(output, dict) else output
         seen["output"] = output
         seen["version"] = output._version if isinstance(output, torch.Tensor) else None
 
     handle = layer.register_forward_hook(record)
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device))
+            model.eval()(blank.to(next(model.parameters()).device))
     finally:
         handle.remove()
     output = seen.get("output")
@@ -118,10 +131,8 @@ def check_layer(model: nn.Module, name: str, input_size: int) -> nn.Module:
     elif output._version != seen["version"]:
         problem = "has its output changed in place later in the forward pass (an in-place ReLU or addition)"
     else:
-        return layer
-    stages = [n for n, _ in model.named_children() if n.startswith("layer")]
-    raise ExplainError(f"--layer {name}: the layer {problem}; use a stage ({', '.join(stages)}), a block "
-                       f"({stages[-1]}.0) or a convolution ({stages[-1]}.0.conv1)")
+        return
+    raise ExplainError(f"--layer {name}: the layer {problem}; {hint}")
 
 
 def resolve_target(target: str | int | None, class_names: Sequence[str]) -> int | None:
@@ -141,19 +152,23 @@ def resolve_target(target: str | int | None, class_names: Sequence[str]) -> int 
 
 
 @contextmanager
-def gradients_from(model: nn.Module, layer: nn.Module) -> Iterator[None]:
+def gradients_from(model: nn.Module, layer: nn.Module, key: str | None = None) -> Iterator[None]:
     """Forward passes of ``model`` build the autograd graph only from ``layer``'s output on.
 
-    The output of ``layer`` becomes a leaf that requires grad, so a backward pass from the
-    logits stops there: exactly the gradients Grad-CAM needs, and nothing upstream is
-    stored or differentiated.
+    The output of ``layer`` (its entry ``key`` when it returns a dict, as a feature pyramid
+    does) becomes a leaf that requires grad, so a backward pass from the logits stops there:
+    exactly the gradients Grad-CAM needs, and nothing upstream is stored or differentiated.
     """
     def before_model(module, args):
         torch.set_grad_enabled(False)
 
     def after_layer(module, args, output):
         torch.set_grad_enabled(True)
-        return output.detach().requires_grad_()
+        if key is None:
+            return output.detach().requires_grad_()
+        output = type(output)(output)
+        output[key] = output[key].detach().requires_grad_()
+        return output
 
     previous = torch.is_grad_enabled()
     handles = [model.register_forward_pre_hook(before_model),
@@ -224,19 +239,27 @@ def cam_from_signals(model: nn.Module, signals: LayerSignals, method: str = "gra
     """The heatmaps ``[N, H, W]`` that :func:`heatmaps` gives for ``method`` (one of
     :data:`SIGNAL_CAMS`), computed from ``signals`` without running the model; the steps are
     pytorch-grad-cam's (its method's ``get_cam_image``, clipping, scaling to the input size)."""
+    maps = signal_cams(model, target_layer(model, signals.layer), method, signals.activations, signals.gradients)
+    maps = scale_cam_image(maps, signals.input_size)
+    return scale_cam_image(maps)  # pytorch-grad-cam's aggregation over its one target layer
+
+
+def signal_cams(model: nn.Module, module: nn.Module, method: str, activations: np.ndarray,
+                gradients: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's ``method`` (one of :data:`SIGNAL_CAMS`) from a layer's activations and
+    gradients ``[N, C, h, w]``, clipped at 0, at the layer's resolution ``[N, h, w]``. Scaling
+    to an image's size is the caller's (a detector's feature map also covers its batch's padding)."""
     if method not in SIGNAL_CAMS:
         raise ValueError(f"{method} needs more than one pass's activations and gradients")
-    module = target_layer(model, signals.layer)
     explainer = CAM_METHODS[method](model=model, target_layers=[module])
     try:
-        width, height = signals.input_size
-        shape = (len(signals.targets), 3, height, width)
-        maps = explainer.get_cam_image(torch.empty(shape), module, [ClassifierOutputTarget(t) for t in signals.targets],
-                                       signals.activations, signals.gradients, False)
+        # the weights of these methods read activations and gradients only, not the targets
+        shape = (len(activations), 3, *activations.shape[-2:])
+        maps = explainer.get_cam_image(torch.empty(shape), module, [None] * len(activations), activations,
+                                       gradients, False)
     finally:
         explainer.activations_and_grads.release()
-    maps = scale_cam_image(np.maximum(maps, 0), signals.input_size)
-    return scale_cam_image(maps)  # pytorch-grad-cam's aggregation over its one target layer
+    return np.maximum(maps, 0)
 
 
 def attribution(model: nn.Module, images: Tensor, targets: Sequence[int], method: str = "integrated_gradients",

@@ -20,6 +20,20 @@ The analysis tools (gradcam, attention, robustness, report, app) ask the same ob
 ``predict(loaded, pixels)``   predictions for images in [0, 1] (``LoadedModel.pixels``): class
                               probabilities ``[N, K]``, or one dict of boxes, labels, scores
                               (and masks) per image for a detector
+``default_methods[tool]``     heatmap methods of ``gradcam`` and ``gradcam evaluate`` by default
+``default_layer``             the target layer when ``--layer`` is not given
+``check_method(loaded, m)``   ``m`` itself, or a one-line error if the task's heatmaps lack it
+``check_layer(loaded, name)`` the target layer, or a one-line error naming the layers that work
+``check_targets(loaded, a)``  a one-line error for target options (``--target``) the task lacks
+``explain_image(loaded, image, methods, args)``  gradcam's figure row, JSON entry and heatmaps of
+                              one image: one per method and target class, or per kept detection
+``score_heatmaps(loaded, methods, args)``  gradcam evaluate's rows: localisation scores of the
+                              heatmaps of the true classes, or of detections matched to objects
+``attention_dataset(loaded, spec, args)``  ``(model, batches, total)`` for the attention
+                              statistics: labelled batches of a dataset, by image class, or by
+                              the class of each image's largest object for a detector
+``attention_images(loaded, images)``  ``(model, batches, left_out)`` for single images, labelled
+                              by the predicted class (a detector: its largest detection's)
 """
 
 from __future__ import annotations
@@ -42,6 +56,9 @@ class ClassificationTask:
     best_metric = "val_top1"
     collate = None
     default_data = "shapes"
+    default_methods = {"gradcam": ("gradcam", "gradcam++", "layercam", "integrated_gradients"),
+                       "evaluate": ("gradcam", "gradcam++", "layercam")}
+    default_layer = "layer4"
 
     @staticmethod
     def datasets(args) -> tuple:
@@ -117,6 +134,57 @@ class ClassificationTask:
     def predict(loaded, pixels: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[N, K]`` of images ``[N, 3, S, S]`` in [0, 1]."""
         return loaded.model(loaded.normalise(pixels)).softmax(1)
+
+    # The analysis verbs: the classifier's implementations live with the tools (emca_vis.explain,
+    # emca_vis.attention), imported on use since those import this module.
+    @staticmethod
+    def check_method(loaded, method: str) -> str:
+        from ..explain.heatmaps import check_method
+
+        return check_method(method)
+
+    @staticmethod
+    def check_layer(loaded, name: str):
+        from ..explain.heatmaps import check_layer
+
+        return check_layer(loaded.model, name, loaded.input_size)
+
+    @staticmethod
+    def check_targets(loaded, args) -> None:
+        from ..explain.heatmaps import resolve_target
+
+        if getattr(args, "target", None) is not None:
+            resolve_target(args.target, loaded.class_names)
+
+    @staticmethod
+    def explain_image(loaded, image, methods, args):
+        from ..gradcam import explain_class_image
+
+        return explain_class_image(loaded, image, methods, args)
+
+    @staticmethod
+    def score_heatmaps(loaded, methods, args) -> list[dict]:
+        from ..explain.evaluate import evaluation_set, score_model
+
+        images, masks, labels = evaluation_set(loaded, args.data, args.split, args.n, args.boxes)
+        return score_model(loaded, images, masks, labels, args, methods=methods)
+
+    @staticmethod
+    def attention_dataset(loaded, spec: str, args):
+        from ..checkpoint.classes import same_classes
+        from ..errors import UserError
+
+        dataset, info = build_dataset(spec, args.split, image_size=loaded.input_size, train=False)
+        if not same_classes(info.class_names, loaded.class_names):
+            raise UserError(f"{loaded.path}: its classes differ from those of {spec}")
+        loader = DataLoader(Subset(dataset, range(min(args.n, len(dataset)))), batch_size=args.batch_size)
+        return loaded.model, loader, len(loader)
+
+    @staticmethod
+    @torch.no_grad()
+    def attention_images(loaded, images):
+        x = torch.stack([loaded.preprocess(image) for image in images])
+        return loaded.model, [(x, loaded.model(x).argmax(1))], []
 
     @staticmethod
     def summary(row: dict) -> str:
