@@ -112,6 +112,18 @@ def boxes_to_masks(boxes_per_image: Sequence[Sequence[Box]], height: int, width:
     return masks
 
 
+POINTING_TOLERANCE = 15  # pixels at the original resolution (Zhang et al.; TorchRay's default)
+POINTING_REFERENCE_SIZE = 224  # the input size that tolerance belongs to
+
+
+def pointing_tolerance(size: int, tolerance: float = POINTING_TOLERANCE,
+                       reference: int = POINTING_REFERENCE_SIZE) -> int:
+    """The pointing game's tolerance for ``size``-pixel inputs: ``tolerance`` pixels at ``reference``
+    pixels, scaled with the input and rounded (15 px at 224 px is 4 px at 64 px, 2 px at 32 px), so a
+    small image grants the same share of its width as ImageNet's protocol does."""
+    return int(round(tolerance * size / reference))
+
+
 def pointing_game(heatmaps, masks, tolerance: int = 15) -> np.ndarray:
     """Pointing-game hits ``[N]`` (bool): is each heatmap's maximum within ``tolerance`` pixels of its mask?
 
