@@ -106,3 +106,40 @@ def test_flat_corrupted_maps_are_counted_not_scored():
     assert found["flat"].tolist() == [0.0, 1.0]
     assert np.isnan(found["top_iou"][1]) and np.isnan(found["peak_shift"][1]) and np.isnan(found["rank_correlation"][1])
     assert found["top_iou"][0] == 1.0 and found["pointing_retained"].tolist() == [1.0, 0.0]
+
+
+def test_robustness_stability_gives_the_stability_tools_numbers_and_resumes(finished, cli, tmp_path):
+    from emca_vis.robustness.evaluate import main as robustness
+
+    checkpoints = demo_checkpoints()
+    out = tmp_path / "r.json"
+    argv = ("--checkpoint", checkpoints[0], checkpoints[5], "--n", "6", "--batch-size", "4", "--corruptions",
+            "gaussian_noise", "fog", "--severities", "1", "4", "--resamples", "50", "--out", out)
+    plain = cli(robustness, *argv)
+    assert plain.returncode == 0, plain.stderr
+    assert "stability" not in json.loads(out.read_text())
+    # the finished cells lack stability: the corrupted ones are redone, the clean heatmaps computed anew
+    result = cli(robustness, *argv, "--stability")
+    assert result.returncode == 0, result.stderr
+    assert "| resnet18_emca_eca | gradcam | weather |" in result.stdout
+    found = json.loads(out.read_text())
+    expected = json.loads((finished / "stability.json").read_text())
+    for label in ("resnet18", "resnet18_emca_eca"):
+        saved = dict(_flat(expected["models"][label]["methods"]["gradcam"]))
+        saved.pop("clean_pointing_game")
+        assert dict(_flat(found["stability"]["models"][label])) == pytest.approx(saved, abs=1e-5)
+    assert len(found["stability_pairs"]) == len(expected["pairs"]["gradcam"])
+    lines = out.with_suffix(".cells.jsonl").read_text().splitlines()
+    again = cli(robustness, *argv, "--stability")  # nothing left to compute
+    assert again.returncode == 0 and out.with_suffix(".cells.jsonl").read_text().splitlines() == lines
+    refused = cli(robustness, *argv, "--stability", "magic")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: unknown method 'magic'")
+
+
+def _flat(tree, prefix=""):
+    """(path, leaf) pairs of a nested dict, lists kept whole."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flat(value, f"{prefix}/{key}" if prefix else key)
+    elif not isinstance(tree, list):  # the families' corruption lists are compared elsewhere
+        yield prefix, tree

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from ..checkpoint.classes import same_classes
@@ -118,10 +119,19 @@ def evaluation_data(loaded: LoadedModel, spec: str, split: str, n: int):
     if info.kind == "shapes":
         samples = [dataset.sample(i) for i in range(n)]
         return (torch.stack([transform(s.image) for s in samples]), [s.label for s in samples],
-                np.stack([s.mask for s in samples]))
+                shape_masks(samples, loaded))
     dataset.transform = transform
     items = [dataset[i] for i in range(n)]
     return torch.stack([image for image, _ in items]), [int(label) for _, label in items], None
+
+
+def shape_masks(samples, loaded: LoadedModel) -> np.ndarray:
+    """Object masks of shapes samples ``[n, S, S]``, through the model's resize and crop when it has one."""
+    masks = np.stack([s.mask for s in samples])
+    if loaded.resize == loaded.input_size == masks.shape[-1]:
+        return masks
+    transform = eval_pixels(loaded.input_size, loaded.resize)
+    return np.stack([transform(Image.fromarray(mask.astype(np.uint8) * 255))[0].numpy() >= 0.5 for mask in masks])
 
 
 def run(models: list[LoadedModel], args, failures: list[str]) -> tuple[dict, dict, dict]:
