@@ -140,3 +140,13 @@ def all_figures(data: dict, grid: Path | None, out: Path) -> list[Path]:
                 if path is not None:
                     written.append(path)
     return written
+
+
+def robustness_figure(results: dict, path: Path) -> Path:
+    """:func:`severity_figure` of a robustness results dict holding ``stability`` (``--stability``)."""
+    found = results["stability"]
+    method = found["method"]
+    data = {"data": results.get("data"), "severities": results["severities"], "models": {
+        label: {"n": results["models"][label]["n"], "methods": {method: summary}}
+        for label, summary in found["models"].items()}}
+    return severity_figure(data, method, path)
