@@ -41,7 +41,8 @@ from .errors import UserError  # noqa: E402
 from .explain import heatmaps, predict, resolve_target  # noqa: E402
 from .explain.heatmaps import SIGNAL_CAMS, LayerSignals, cam_from_signals, layer_signals  # noqa: E402
 from .explain.figures import blend  # noqa: E402
-from .explain.metrics import boxes_to_masks, energy_pointing_game, pointing_game, read_voc_boxes  # noqa: E402
+from .explain.metrics import (boxes_to_masks, energy_pointing_game, pointing_game, pointing_tolerance,  # noqa: E402
+                               read_voc_boxes)
 from .images import IMAGE_SUFFIXES, ImageError, load_image  # noqa: E402
 from .inputs import LoadedModel, load_models  # noqa: E402
 from .profile import count_gflops, count_parameters  # noqa: E402
@@ -61,7 +62,6 @@ MAX_UPLOAD_BYTES = 20 << 20  # as streamlit's server.maxUploadSize in .streamlit
 MAX_RESULTS_UPLOAD_BYTES = 4 << 20  # an uploaded results JSON; a full run of 100 models is under 1 MB
 DISPLAY_SIZE = 224
 BOX_COLOUR = (0, 230, 118)  # green: stands out on the inferno colour map
-POINTING_TOLERANCE_AT_224 = 15  # as in emca_vis.explain.evaluate
 SEARCH_DEPTH = 3  # checkpoint folders are looked for this deep under the root
 PLAIN_STYLE = {**STYLE, "text.parse_math": False}  # labels from files are text, never $math$ to parse
 
@@ -430,7 +430,7 @@ def explain_view(loaded: LoadedModel, source: InputImage, x: torch.Tensor, probs
         "energy": None,
     }
     if mask is not None:
-        tolerance = round(POINTING_TOLERANCE_AT_224 * loaded.input_size / 224)
+        tolerance = pointing_tolerance(loaded.input_size)
         entry["pointing"] = bool(pointing_game(heatmap[None], mask[None], tolerance)[0])
         entry["energy"] = float(energy_pointing_game(heatmap[None], mask[None])[0])
     return entry

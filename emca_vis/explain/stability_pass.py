@@ -28,7 +28,7 @@ import torch
 from ..robustness.metrics import FAMILIES
 from ..stats import RESAMPLES, SEED, difference
 from .heatmaps import heatmaps
-from .metrics import pointing_tolerance
+from .metrics import POINTING_TOLERANCE, pointing_tolerance
 from .stability import TOP_Q, stability, summarize
 
 # ImageNet-C's four held-out corruptions belong to these families (Hendrycks & Dietterich, appendix).
@@ -56,19 +56,19 @@ def families(corruptions: Sequence[str]) -> dict[str, list[str]]:
 class StabilityPass:
     """Per-image stability measures, accumulated over batches (see the module docstring).
 
-    ``tolerance``: the pointing game's, in pixels; None scales 15 px at 224 px to each model's
-    input (:func:`.metrics.pointing_tolerance`).
+    ``tolerance``: the pointing game's, in pixels at 224 px, scaled to each model's input
+    (:func:`.metrics.pointing_tolerance`: 15 px is 4.29 px at 64 px).
     """
 
     def __init__(self, methods: Sequence[str] = ("gradcam",), layer: str = "layer4", q: float = TOP_Q,
-                 tolerance: int | None = None, batch_size: int = 32):
+                 tolerance: float = POINTING_TOLERANCE, batch_size: int = 32):
         self.methods, self.layer, self.q = list(methods), layer, q
         self.tolerance, self.batch_size = tolerance, batch_size
         self._clean: dict[tuple, tuple] = {}  # (label, method, batch) -> (maps, targets, masks, indices)
         self._found: dict[tuple, dict[int, dict[str, np.ndarray]]] = {}  # (label, method, c, s) -> batch -> measures
 
-    def tolerance_for(self, loaded) -> int:
-        return pointing_tolerance(loaded.input_size) if self.tolerance is None else self.tolerance
+    def tolerance_for(self, loaded) -> float:
+        return pointing_tolerance(loaded.input_size, self.tolerance)
 
     def _maps(self, loaded, pixels: torch.Tensor, targets: list[int], method: str) -> np.ndarray:
         return heatmaps(loaded.model, loaded.normalise(pixels), targets, method, self.layer,

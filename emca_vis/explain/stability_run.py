@@ -29,12 +29,12 @@ from ..checkpoint.classes import same_classes
 from ..data import build_dataset, eval_pixels
 from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
-from ..options import Parser, nonnegative_int, positive_int, probability
+from ..options import Parser, finite_float, nonnegative_int, positive_int, probability
 from ..outputs import check_out, write_dict_csv, write_json, write_npz
 from ..robustness.corruptions import CORRUPTIONS, SEVERITIES, check, corrupt
 from ..stats import RESAMPLES
 from .heatmaps import LAYER_METHODS, METHODS, check_layer, check_method, predict
-from .metrics import pointing_game
+from .metrics import POINTING_TOLERANCE, pointing_game
 from .stability import MEASURES, TOP_Q
 from .stability_pass import StabilityPass, aggregate, families, pairs
 from .stability_schema import read_stability
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"any of: {', '.join(CORRUPTIONS)}")
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
     parser.add_argument("--q", type=probability, default=TOP_Q, help="top share of pixels for the IoU (default 0.15)")
-    parser.add_argument("--tolerance", type=nonnegative_int,
-                        help="pointing-game tolerance in pixels (default: 15 px at 224 px, scaled to the input)")
+    parser.add_argument("--tolerance", type=finite_float, default=POINTING_TOLERANCE,
+                        help="pointing-game tolerance in pixels at 224 px, scaled to the input (default 15)")
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="corruption noise and bootstrap resamples")
     parser.add_argument("--resamples", type=positive_int, default=RESAMPLES, help="bootstrap resamples")
