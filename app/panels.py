@@ -208,9 +208,22 @@ def _explain(path: str, label: str, image_key: str, method: str, target: str | N
     """:func:`iv.explain`, cached per view: the clean view does not depend on the corruption or
     its severity, so changing them recomputes only the corrupted view."""
     keys = [(None, 0)] + ([(corruption, severity)] if corruption else [])
-    return {"label": label, "method": method, "layer": layer,
-            "views": [_explain_view(path, label, image_key, method, target, layer, c, s, _loaded=_loaded,
-                                    _source=_source) for c, s in keys]}
+    found = {"label": label, "method": method, "layer": layer,
+             "views": [_explain_view(path, label, image_key, method, target, layer, c, s, _loaded=_loaded,
+                                     _source=_source) for c, s in keys]}
+    if corruption:
+        found["stability"] = _stability(path, label, image_key, method, target, layer, corruption, severity,
+                                        _loaded=_loaded, _source=_source, _views=found["views"])
+    return found
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _stability(path: str, label: str, image_key: str, method: str, target: str | None, layer: str,
+               corruption: str, severity: int, _loaded: LoadedModel, _source: iv.InputImage,
+               _views: list[dict]) -> dict:
+    """The library's stability of the corrupted view's heatmap against the clean one's (:func:`iv.view_stability`)."""
+    x = iv.view_input(_loaded, _source, corruption, severity)
+    return iv.view_stability(_loaded, _source, _views[0], _views[1], x, method, layer)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -283,6 +296,8 @@ def _model_cell(loaded: LoadedModel, result: dict | str, view_names: dict) -> No
             lines = [f"explains **{esc(view['target'])}** ({_percent(view['target_probability'])})"]
             if view["pointing"] is not None:
                 lines.append(f"pointing game: {'hit' if view['pointing'] else 'miss'} · energy {view['energy']:.2f}")
+            if view["view"] == "corrupted" and result.get("stability"):
+                lines.append(esc(iv.stability_text(result["stability"])))
             st.caption("  \n".join(lines))
             st.caption(top5_text(view["top5"]))
 

@@ -4,6 +4,7 @@
         [--checkpoint a.safetensors ...] [--method gradcam ...] [--target CLASS | --top-k K]
         [--layer layer4] [--out gradcam.png]
     python -m emca_vis.gradcam evaluate [--checkpoint ...] --data shapes --n 500 [--method ...]
+    python -m emca_vis.gradcam stability [--checkpoint ...] --data shapes --n 200 [--corruptions ...]
 
 With no ``--checkpoint`` the demo checkpoints are compared. The first form writes one figure
 per image (rows: models; columns: the input, then one heatmap per method and target), a
@@ -13,6 +14,8 @@ one heatmap per kept detection and method (``--score-threshold``, ``--max-detect
 :mod:`emca_vis.detection.explain` for the target, the layers and the keys.
 ``evaluate`` scores heatmaps against object masks (pointing game, energy pointing game) and,
 with ``--faithfulness``, by deletion/insertion AUC; see :mod:`emca_vis.explain.evaluate`.
+``stability`` compares heatmaps of corrupted images with the clean ones; see
+:mod:`emca_vis.explain.stability_run`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "integrated_gradients")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m emca_vis.gradcam", description=__doc__.split("\n")[0],
-                                     epilog="`python -m emca_vis.gradcam evaluate --help` for heatmap scores")
+                                     epilog="`python -m emca_vis.gradcam evaluate --help` for heatmap scores, "
+                                            "`... stability --help` for stability under corruption")
     parser.add_argument("--image", action="append", default=[], help="an image file (repeatable)")
     parser.add_argument("--dir", help="explain every image in this folder")
     add_model_options(parser)
@@ -69,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from .explain.evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])
+    if argv[:1] == ["stability"]:
+        from .explain.stability_run import main as stability_main
+
+        return stability_main(argv[1:])
     args = build_parser().parse_args(argv)
     for method in args.method or []:
         check_method(method)

@@ -41,7 +41,9 @@ from .errors import UserError  # noqa: E402
 from .explain import heatmaps, predict, resolve_target  # noqa: E402
 from .explain.heatmaps import SIGNAL_CAMS, LayerSignals, cam_from_signals, layer_signals  # noqa: E402
 from .explain.figures import blend  # noqa: E402
-from .explain.metrics import boxes_to_masks, energy_pointing_game, pointing_game, read_voc_boxes  # noqa: E402
+from .explain.stability import stability  # noqa: E402
+from .explain.metrics import (boxes_to_masks, energy_pointing_game, pointing_game, pointing_tolerance,  # noqa: E402
+                               read_voc_boxes)
 from .images import IMAGE_SUFFIXES, ImageError, load_image  # noqa: E402
 from .inputs import LoadedModel, load_models  # noqa: E402
 from .profile import count_gflops, count_parameters  # noqa: E402
@@ -61,7 +63,6 @@ MAX_UPLOAD_BYTES = 20 << 20  # as streamlit's server.maxUploadSize in .streamlit
 MAX_RESULTS_UPLOAD_BYTES = 4 << 20  # an uploaded results JSON; a full run of 100 models is under 1 MB
 DISPLAY_SIZE = 224
 BOX_COLOUR = (0, 230, 118)  # green: stands out on the inferno colour map
-POINTING_TOLERANCE_AT_224 = 15  # as in emca_vis.explain.evaluate
 SEARCH_DEPTH = 3  # checkpoint folders are looked for this deep under the root
 PLAIN_STYLE = {**STYLE, "text.parse_math": False}  # labels from files are text, never $math$ to parse
 
@@ -365,10 +366,46 @@ def explain(loaded: LoadedModel, source: InputImage, method: str = "gradcam", ta
     ``target``: a class name or index, or None for each view's predicted class. Returns
     ``{"label", "method", "layer", "views": [...]}``, one :func:`explain_view` entry per view.
     """
-    out = []
-    for view, x in views(loaded, source.image, corruption, severity).items():
+    out, inputs = [], views(loaded, source.image, corruption, severity)
+    for view, x in inputs.items():
         out.append(explain_view(loaded, source, x, view_probabilities(loaded, x), view, method, target, layer, size))
-    return {"label": loaded.label, "method": method, "layer": layer, "views": out}
+    found = {"label": loaded.label, "method": method, "layer": layer, "views": out}
+    if corruption:
+        found["stability"] = view_stability(loaded, source, out[0], out[1], inputs["corrupted"], method, layer)
+    return found
+
+
+def view_stability(loaded: LoadedModel, source: InputImage, clean: dict, corrupted: dict, x: torch.Tensor,
+                   method: str = "gradcam", layer: str = "layer4") -> dict:
+    """The corrupted view's heatmap against the clean one's, for the class the clean view explains
+    (:func:`emca_vis.explain.stability.stability` on one image, the library's numbers): ``{"target",
+    "rank_correlation", "top_iou", "peak_shift_px", "peak_shift", "flat"[, "pointing_retained"]}``,
+    None where a measure is undefined. ``clean``/``corrupted``: :func:`explain_view` entries; ``x``
+    the corrupted view. When the corrupted view explains another class (its own prediction), the
+    heatmap of the clean view's class is computed for it."""
+    heatmap = corrupted["heatmap"]
+    if corrupted["target"] != clean["target"]:
+        with _MODEL_LOCK:
+            heatmap = heatmaps(loaded.model, loaded.normalise(x), [loaded.class_names.index(clean["target"])],
+                               method, layer)[0]
+    mask = model_mask(loaded, source.mask)
+    found = stability(clean["heatmap"][None], heatmap[None], masks=None if mask is None else mask[None],
+                      tolerance=pointing_tolerance(loaded.input_size))
+    return {"target": clean["target"],
+            **{name: float(values[0]) if np.isfinite(values[0]) else None for name, values in found.items()}}
+
+
+def stability_text(found: dict) -> str:
+    """One line of :func:`view_stability`'s numbers, as the app shows them."""
+    if found.get("flat"):
+        return f"vs clean ({found['target']}): the heatmap is flat (no evidence left)"
+    parts = [f"\u03c1 {found['rank_correlation']:.2f}" if found["rank_correlation"] is not None else "\u03c1 -",
+             f"top-15% IoU {found['top_iou']:.2f}", f"peak shift {100 * found['peak_shift']:.1f}%"]
+    if "pointing_retained" in found:
+        retained = found["pointing_retained"]
+        parts.append("clean pointing missed" if retained is None else
+                     f"pointing hit {'kept' if retained else 'lost'}")
+    return f"vs clean ({found['target']}): " + " · ".join(parts)
 
 
 def view_input(loaded: LoadedModel, source: InputImage, corruption: str | None = None,
@@ -430,7 +467,7 @@ def explain_view(loaded: LoadedModel, source: InputImage, x: torch.Tensor, probs
         "energy": None,
     }
     if mask is not None:
-        tolerance = round(POINTING_TOLERANCE_AT_224 * loaded.input_size / 224)
+        tolerance = pointing_tolerance(loaded.input_size)
         entry["pointing"] = bool(pointing_game(heatmap[None], mask[None], tolerance)[0])
         entry["energy"] = float(energy_pointing_game(heatmap[None], mask[None])[0])
     return entry

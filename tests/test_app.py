@@ -20,6 +20,7 @@ from PIL import Image
 from emca_vis import interactive as iv
 from emca_vis.data.shapes import render_sample
 from emca_vis.errors import UserError
+from emca_vis.explain import heatmaps, stability
 from emca_vis.images import ImageError
 from emca_vis.robustness import evaluate
 
@@ -96,6 +97,22 @@ def test_compare_panel_default_view_and_interaction():
     assert sum(c.startswith("top-5:  \n**") and c.count("%") == 5 for c in captions) == 6  # per model and view
     assert sum(c.startswith("top-5:  \n**diamond") for c in captions) >= 3  # every model gets the clean one right
     assert sum("pointing game:" in c for c in captions) == 6  # localisation score, clean and corrupted
+    # next to the corrupted view's pointing game: the library's stability numbers, clean against corrupted
+    unescaped = [re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", c) for c in captions]
+    source = iv.sample_image(iv.DEFAULT_SAMPLE, 64)
+    for label in DEFAULT:
+        loaded = iv.load_model(iv.demo_dir() / f"{label}.safetensors")
+        clean, noisy = iv.view_input(loaded, source), iv.view_input(loaded, source, "gaussian_noise", 3)
+        target = int(iv.view_probabilities(loaded, clean).argmax())
+        maps = [heatmaps(loaded.model, loaded.normalise(x), [target], "gradcam") for x in (clean, noisy)]
+        expected = stability.stability(*maps, masks=iv.model_mask(loaded, source.mask)[None], tolerance=15 * 64 / 224)
+        line = next(c for c in unescaped if "vs clean (" in c and f"{expected['rank_correlation'][0]:.2f}" in c)
+        assert f"top-15% IoU {expected['top_iou'][0]:.2f}" in line
+        assert f"peak shift {100 * expected['peak_shift'][0]:.1f}%" in line
+        retained = expected["pointing_retained"][0]
+        assert ("clean pointing missed" if np.isnan(retained) else
+                f"pointing hit {'kept' if retained else 'lost'}") in line
+    assert sum("vs clean (" in c for c in unescaped) == 3
 
     at.sidebar.selectbox(key="method").set_value("layercam")
     at.sidebar.slider(key="severity").set_value(5)
@@ -293,3 +310,5 @@ def test_explain_is_deterministic_and_scores_localisation():
         assert len(x["top5"]) == 5 and abs(sum(p for _, p in x["top5"]) - 1) < 0.2
         assert isinstance(x["pointing"], bool) and 0 <= x["energy"] <= 1
     assert a["views"][0]["predicted"] == "diamond"
+    assert a["stability"] == b["stability"] and a["stability"]["target"] == "diamond"
+    assert -1 <= a["stability"]["rank_correlation"] <= 1 and 0 <= a["stability"]["top_iou"] <= 1

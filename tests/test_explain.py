@@ -232,7 +232,8 @@ def test_evaluate_prints_pointing_game_table(tmp_path, cli):
                  "gradcam", "eigencam", "--faithfulness", "--steps", "4", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("| model | method | n | top-1 (%) | pointing game (%) | energy PG (%) | deletion AUC")
+    assert lines[0].startswith("| model | method | n | top-1 (%) | pointing game (%) | PG per class (%) | energy PG (%) | "
+                               "deletion AUC")
     assert len([line for line in lines if line.startswith("| resnet18")]) == 4
     rows = json.loads((tmp_path / "scores.json").read_text())["rows"]
     assert [(r["model"], r["method"], r["n"]) for r in rows] == [
@@ -242,6 +243,9 @@ def test_evaluate_prints_pointing_game_table(tmp_path, cli):
         assert 0 <= row["pointing_game_ci_low"] <= row["pointing_game_mean"] <= row["pointing_game_ci_high"] <= 1
         assert 0 < row["energy_pointing_game_mean"] < 1 and 0 <= row["deletion_auc_mean"] <= 1
     assert rows[2]["pointing_game_mean"] >= 0.6
+    assert rows[0]["pointing_tolerance"] == pytest.approx(15 * 64 / 224, abs=1e-4) and rows[0]["pointing_game_classes"] == 12
+    for row in rows:  # the paper's per-class figure: each class's hit rate, then their mean
+        assert 0 <= row["pointing_game_per_class_ci_low"] <= row["pointing_game_per_class_mean"] <= 1
     header = (tmp_path / "scores.csv").read_text().splitlines()[0]
     assert header.startswith("model,method,n,top1,pointing_game_mean,pointing_game_ci_low")
 

@@ -45,9 +45,10 @@ def test_pointing_game_hit_miss_and_tolerance():
     mask = boxes_to_masks([[(0, 2, 5, 8)]], 16, 16)[0]        # columns 0..4, rows 2..7
     inside, outside = _peak(5, 3), _peak(5, 7)                 # 'outside' is 3 px right of column 4
     maps, masks = np.stack([inside, outside]), np.stack([mask, mask])
-    assert pointing_game(maps, masks, tolerance=0).tolist() == [True, False]
-    assert pointing_game(maps, masks, tolerance=2).tolist() == [True, False]
-    assert pointing_game(maps, masks, tolerance=3).tolist() == [True, True]   # the disc's edge counts
+    assert pointing_game(maps, masks, tolerance=0).tolist() == [True, False]   # 0 and 1: on the mask itself
+    assert pointing_game(maps, masks, tolerance=1).tolist() == [True, False]
+    assert pointing_game(maps, masks, tolerance=3).tolist() == [True, False]   # TorchRay: distance < tolerance
+    assert pointing_game(maps, masks, tolerance=3.01).tolist() == [True, True]
     assert pointing_game(maps, masks, tolerance=5).tolist() == [True, True]
 
 
@@ -55,7 +56,7 @@ def test_pointing_game_tolerance_is_a_disc_not_a_square():
     mask = boxes_to_masks([[(0, 0, 4, 4)]], 16, 16)             # corner pixel (3, 3)
     diagonal = _peak(6, 6)[None]                                # 3 px right, 3 px down: distance 4.24
     assert not pointing_game(diagonal, mask, tolerance=4)[0]
-    assert pointing_game(diagonal, mask, tolerance=5)[0]
+    assert pointing_game(diagonal, mask, tolerance=4.25)[0]     # a square of half-side 4 would hit at 4 already
 
 
 def test_pointing_game_ties_use_the_first_maximum_in_row_major_order():

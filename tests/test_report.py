@@ -30,13 +30,14 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory):
-    """Two demo models (plain and EMCA-ECA), 2 corruptions x 2 severities, 32 images, 2 grid images."""
+    """Two demo models (plain and EMCA-ECA), 2 corruptions x 2 severities, 32 images, 2 grid images,
+    heatmap stability in the robustness pass."""
     out = tmp_path_factory.mktemp("report")
     checkpoints = demo_checkpoints()
     settings = Settings(checkpoints=[str(checkpoints[0]), str(checkpoints[5])], n_clean=32, n_robustness=32,
                         corruptions=["gaussian_noise", "contrast"], severities=[2, 5], n_explain=16, steps=4,
                         n_attention=16, samples=2, grid_corruptions=["contrast"], grid_severities=[3],
-                        batch_size=32, throughput_batch=4, repeats=1)
+                        batch_size=32, throughput_batch=4, repeats=1, stability="gradcam")
     compute_report(settings, out, "test")
     render(out)
     return out
@@ -85,8 +86,8 @@ def test_html_parses_as_html_and_as_xml(page, tree):
     assert parser.errors == [] and parser.stack == []
     assert tree.tag == f"{XHTML}html"
     titles = [h.text for h in tree.iter(f"{XHTML}h2")]
-    assert titles == ["1. Summary", "2. Models", "3. Corruption robustness", "4. Explanations", "5. Attention",
-                      "6. Settings and files"]
+    assert titles == ["1. Summary", "2. Models", "3. Corruption robustness", "4. Heatmap stability under corruption",
+                      "5. Explanations", "6. Attention", "7. Settings and files"]
     assert "@media print" in page
     anchors = {a.get("href")[1:] for a in tree.iter(f"{XHTML}a") if a.get("href", "").startswith("#")}
     ids = {e.get("id") for e in tree.iter() if e.get("id")}
@@ -146,6 +147,15 @@ def test_markdown_has_the_same_tables_and_links_the_figures(report_dir, data):
     assert f"{mce:.1f}" in md and "| model | clean error (%) | mCE (%) |" in md
     for sentence in summarize(data):
         assert sentence in md
+
+
+def test_stability_section_shows_the_robustness_runs_stability(data, page, report_dir):
+    found = data["robustness"]["stability"]
+    assert found["method"] == "gradcam" and set(found["families"]) == {"noise", "digital"}
+    assert 'id="stability"' in page and "Heatmap stability under corruption" in page
+    iou = found["models"]["resnet18_emca_eca"]["families"]["digital"]["all"]["top_iou"]
+    assert f"{iou['mean']:.3f}" in page and iou["ci_low"] <= iou["mean"] <= iou["ci_high"]
+    assert (report_dir / data["figures"]["stability"]).stat().st_size > 10_000
 
 
 def test_rerendering_reproduces_the_document_quickly(report_dir, tmp_path, capsys):

@@ -115,9 +115,11 @@ class DetectionTask:
 
     @staticmethod
     def score_heatmaps(loaded, methods, args) -> list[dict]:
-        from ..explain.evaluate import pointing_tolerance
+        from ..explain.metrics import POINTING_TOLERANCE, pointing_tolerance
 
-        return explain.score_heatmaps(loaded, args.data, args.split, args.n, methods, args, pointing_tolerance)
+        tolerance = getattr(args, "tolerance", POINTING_TOLERANCE)
+        return explain.score_heatmaps(loaded, args.data, args.split, args.n, methods, args,
+                                      lambda size: pointing_tolerance(size, tolerance))
 
     @staticmethod
     def attention_dataset(loaded, spec: str, args):

@@ -10,7 +10,9 @@ an object of their class (IoU >= 0.5, greedy by score) are scored against that o
 game against its mask, or its box without masks; energy inside its box); ``recall`` is the share
 of objects matched. See :mod:`emca_vis.detection.explain`.
 
-Heatmaps explain the ground-truth class. ``shapes`` carries a mask per image; for image
+Heatmaps explain the ground-truth class. The pointing game is TorchRay's (a hit when the
+maximum lies less than ``--tolerance`` px from the object, 15 px at 224 px scaled to the input),
+reported per image and per class (each class's hit rate, then their mean, as Zhang et al. do). ``shapes`` carries a mask per image; for image
 folders (ImageNet) ``--boxes`` names a folder of Pascal VOC XML files, one per image
 (``<image stem>.xml``), whose boxes are mapped through the model's resize and centre crop.
 ``--faithfulness`` adds deletion/insertion AUC, ``--road`` pytorch-grad-cam's ROAD score
@@ -33,13 +35,12 @@ from ..checkpoint.classes import same_classes
 from ..data import build_dataset
 from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
-from ..options import Parser, positive_int, probability
+from ..options import Parser, finite_float, positive_int, probability
 from ..outputs import check_out, write_dict_csv, write_json
 from . import metrics
 from .heatmaps import LAYER_METHODS, METHODS, check_method, heatmaps, predict
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam")
-POINTING_TOLERANCE_AT_224 = 15  # pixels, as in the pointing game's original protocol
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", nargs="+", help=f"any of: {', '.join(METHODS)} (default: "
                         f"{' '.join(DEFAULT_METHODS)}; detectors: gradcam layercam eigencam)")
     add_detection_options(parser)
+    parser.add_argument("--tolerance", type=finite_float, default=metrics.POINTING_TOLERANCE,
+                        help="pointing-game tolerance in pixels at 224 px, scaled to the input (default 15: "
+                             "TorchRay's; 4.29 px at 64 px)")
     parser.add_argument("--faithfulness", action="store_true", help="also deletion and insertion AUC (slower)")
     parser.add_argument("--steps", type=positive_int, default=20, help="deletion/insertion steps")
     parser.add_argument("--road", action="store_true", help="also pytorch-grad-cam's ROAD score (slowest)")
@@ -123,11 +127,6 @@ def model_plan(loaded: LoadedModel, args, tool: str) -> tuple[list[str], str, st
     return methods, layer, getattr(args, "data", None) or task.default_data
 
 
-def pointing_tolerance(size: int) -> int:
-    """The pointing game's tolerance for ``size``-pixel inputs: 15 px at 224 px, scaled."""
-    return round(POINTING_TOLERANCE_AT_224 * size / 224)
-
-
 def evaluation_set(loaded: LoadedModel, spec: str, split: str, n: int, boxes: str | None):
     """Model inputs ``[n, 3, S, S]``, object masks ``[n, S, S]`` and labels for ``loaded``."""
     dataset, info = build_dataset(spec, split, image_size=loaded.input_size, train=False)
@@ -172,7 +171,7 @@ def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, la
     ``per_image``, the rows also keep every image's scores (``per_image``: metric -> list) for
     paired comparisons between models."""
     model, size = loaded.model, loaded.input_size
-    tolerance = pointing_tolerance(size)
+    tolerance = metrics.pointing_tolerance(size, getattr(args, "tolerance", metrics.POINTING_TOLERANCE))
     accuracy = float((predict(model, images).argmax(1) == torch.tensor(labels)).float().mean())
     rows = []
     for method in methods or args.method:
@@ -199,6 +198,10 @@ def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, la
         for key, parts in scored.items():
             summary = metrics.summarize(np.concatenate(parts), proportion=key == "pointing_game")
             row.update({f"{key}_{stat}": summary[stat] for stat in ("mean", "ci_low", "ci_high")})
+        # The paper's figure: each class's hit rate, then their mean.
+        per_class = metrics.per_class_mean(np.concatenate(scored["pointing_game"]), labels)
+        row.update({f"pointing_game_per_class_{stat}": per_class[stat] for stat in ("mean", "ci_low", "ci_high")},
+                   pointing_game_classes=per_class["classes"], pointing_tolerance=round(tolerance, 4))
         if per_image:
             row["per_image"] = {key: np.concatenate(parts).tolist() for key, parts in scored.items()}
         rows.append(row)
@@ -209,7 +212,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
     write_dict_csv(path, rows)
 
 
-METRIC_TITLES = {"pointing_game": "pointing game (%)", "energy_pointing_game": "energy PG (%)",
+METRIC_TITLES = {"pointing_game": "pointing game (%)", "pointing_game_per_class": "PG per class (%)",
+                 "energy_pointing_game": "energy PG (%)",
                  "deletion_auc": "deletion AUC (lower better)", "insertion_auc": "insertion AUC (higher better)",
                  "road": "ROAD (higher better)"}
 
@@ -225,7 +229,8 @@ def markdown_table(rows: list[dict]) -> str:
     for row in rows:
         cells = []
         for key in present:
-            factor, digits = (100, 1) if key in ("pointing_game", "energy_pointing_game") else (1, 3)
+            factor, digits = (100, 1) if key in ("pointing_game", "pointing_game_per_class",
+                                                 "energy_pointing_game") else (1, 3)
             low, mean, high = (factor * row[f"{key}_{s}"] for s in ("ci_low", "mean", "ci_high"))
             cells.append(f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]")
         score = row["top1"] if "top1" in row else row["recall"]

@@ -3,7 +3,8 @@
 Localisation (does the heatmap point at the object?):
 
 * **Pointing game** -- Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016.
-  A hit when the heatmap's maximum lies within ``tolerance`` pixels (Euclidean) of the object mask.
+  A hit when the heatmap's maximum lies less than ``tolerance`` pixels (Euclidean) from the object
+  mask, as TorchRay implements it; per image, or per class then averaged (the paper's figure).
 * **Energy-based pointing game** -- Wang et al., "Score-CAM: Score-Weighted Visual Explanations for
   Convolutional Neural Networks", CVPR Workshops 2020. Share of the heatmap's total mass that falls
   inside the object mask (no arbitrary tolerance, uses the whole map rather than its peak).
@@ -112,19 +113,36 @@ def boxes_to_masks(boxes_per_image: Sequence[Sequence[Box]], height: int, width:
     return masks
 
 
-def pointing_game(heatmaps, masks, tolerance: int = 15) -> np.ndarray:
-    """Pointing-game hits ``[N]`` (bool): is each heatmap's maximum within ``tolerance`` pixels of its mask?
+POINTING_TOLERANCE = 15  # pixels at the original resolution (Zhang et al.; TorchRay's default)
+POINTING_REFERENCE_SIZE = 224  # the input size that tolerance belongs to
 
-    "Within" is Euclidean distance to the nearest mask pixel ``<= tolerance``, i.e. the peak lies
-    inside the mask dilated by a disc of that radius (``tolerance=0``: inside the mask itself). The
-    original protocol uses 15 px at 224 px input; scale it with the input size. When several pixels
-    share the maximum, the first one in row-major order (``np.argmax``) is the peak. An image whose
-    mask is empty has no answer and raises ``ValueError``.
+
+def pointing_tolerance(size: int, tolerance: float = POINTING_TOLERANCE,
+                       reference: int = POINTING_REFERENCE_SIZE) -> float:
+    """The pointing game's tolerance for ``size``-pixel inputs: ``tolerance`` pixels at ``reference``
+    pixels, scaled with the input and not rounded (15 px at 224 px is 4.29 px at 64 px), so a small
+    image grants the same share of its width as the original protocol does at 224 px."""
+    return tolerance * size / reference
+
+
+def pointing_game(heatmaps, masks, tolerance: float = POINTING_TOLERANCE) -> np.ndarray:
+    """Pointing-game hits ``[N]`` (bool), as TorchRay's ``PointingGame.evaluate`` computes them.
+
+    Zhang et al., "Top-down Neural Attention by Excitation Backprop" (ECCV 2016; IJCV 2018), in
+    TorchRay's implementation (``torchray/benchmark/pointing_game.py``): the point is the heatmap's
+    maximum, the first in row-major order when several pixels share it (TorchRay's
+    ``_saliency_to_point``: ``argmax`` of the flattened map); it is a hit when some mask pixel lies at
+    a Euclidean distance *strictly below* ``tolerance`` (``(v - y)^2 + (u - x)^2 < tolerance^2``,
+    15 px at the original resolution). ``tolerance`` 1 (and 0, where TorchRay would never hit)
+    asks for the peak on the mask itself; scale it for small inputs with :func:`pointing_tolerance`.
+    An empty mask raises ``ValueError`` (TorchRay would count a miss, Quantus a hit; its benchmark
+    never asks). Per-class averaging, as the paper reports it: :func:`per_class_mean`.
     """
     maps = _heatmaps(heatmaps)
     masks = _masks(masks, maps.shape)
-    if tolerance < 0:
+    if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    radius = max(float(tolerance), 1.0)
     hits = np.zeros(len(maps), dtype=bool)
     width = maps.shape[2]
     for i, (heatmap, mask) in enumerate(zip(maps, masks)):
@@ -133,14 +151,40 @@ def pointing_game(heatmaps, masks, tolerance: int = 15) -> np.ndarray:
             raise ValueError(f"image {i}: empty mask, the pointing game is undefined")
         row, col = divmod(int(np.argmax(heatmap)), width)
         squared = ((inside[:, 0] - row) ** 2 + (inside[:, 1] - col) ** 2).min()
-        hits[i] = squared <= tolerance ** 2
+        hits[i] = squared < radius ** 2
     return hits
+
+
+def per_class_mean(scores, labels, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """The mean of per-class means (Zhang et al. report the pointing game so: each class's hit rate,
+    then their mean; TorchRay's ``PointingGame.accuracy``), with a percentile-bootstrap interval over
+    images (the same resamples as :mod:`emca_vis.stats`; a class absent from a resample is left out
+    of its mean). Only classes with images count (TorchRay averages over all its classes, giving an
+    absent one 0; on VOC and COCO every class has images). Returns ``{mean, ci_low, ci_high, classes}``."""
+    from ..stats import percentile_intervals, resampled_means
+
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    if scores.shape != labels.shape or scores.ndim != 1 or scores.size == 0:
+        raise ValueError(f"need one label per score: got shapes {scores.shape} and {labels.shape}")
+    classes = np.unique(labels)
+    member = (labels[None] == classes[:, None]).astype(np.float64)  # [C, n]
+    point = float(np.mean([scores[labels == c].mean() for c in classes]))
+    sampled = resampled_means(np.concatenate([member * scores, member]), resamples, seed)  # [2C, B]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = sampled[: len(classes)] / sampled[len(classes):]
+    low, high = percentile_intervals(np.nanmean(rates, axis=0), level)
+    return {"mean": point, "ci_low": float(low), "ci_high": float(high), "classes": int(classes.size)}
 
 
 def energy_pointing_game(heatmaps, masks) -> np.ndarray:
     """Energy-based pointing game ``[N]`` (float in [0, 1]): heatmap mass inside the mask / total mass.
 
-    Negative heatmap values count as zero energy; an all-zero heatmap scores 0.
+    Wang et al., "Score-CAM" (CVPR Workshops 2020), section 5.2: the saliency map is multiplied by the
+    binarised target region and summed, ``sum_in / (sum_in + sum_out)``; Score-CAM's region is the
+    bounding box, here the object mask where the data has one (a box mask otherwise). Negative
+    heatmap values count as zero energy (CAMs are non-negative; Quantus' RelevanceMassAccuracy,
+    the same ratio, does not clip); an all-zero heatmap scores 0.
     """
     maps = np.clip(_heatmaps(heatmaps), 0.0, None)
     masks = _masks(masks, maps.shape)

@@ -11,8 +11,13 @@ Per image (``clean`` and ``corrupted``: ``[N, H, W]`` heatmaps of the same image
 * ``peak_shift_px`` and ``peak_shift``: distance between the two maxima (first in row-major
   order, as the pointing game takes it) in pixels, and as a share of the image diagonal.
 * ``pointing_retained`` (with masks): 1 where the clean heatmap's maximum hits the object and
-  the corrupted one's still does, 0 where it no longer does, NaN where the clean one missed
-  (nothing to retain); its mean over hits is the pointing-game retention.
+  the corrupted one's still does, 0 where it no longer does (a flat corrupted map has no maximum:
+  0), NaN where the clean one missed (nothing to retain); its mean over hits is the pointing-game
+  retention.
+* ``flat``: 1 where the corrupted map is constant (a CAM whose class evidence vanished: ReLU of
+  a negative sum is 0 everywhere), 0 otherwise. A flat map has no order, top region or peak,
+  so :func:`stability` gives NaN for the three measures above on it (and on a flat clean map);
+  their means are over the other images and ``flat`` says how many were left out.
 
 :func:`summarize` gives each measure's mean over images with a 95% bootstrap interval
 (:mod:`emca_vis.stats`, the same resamples for every measure).
@@ -27,7 +32,7 @@ from ..stats import LEVEL, RESAMPLES, SEED, percentile_intervals, resampled_mean
 from .metrics import _heatmaps, _masks, pointing_game
 
 TOP_Q = 0.15
-MEASURES = ("rank_correlation", "top_iou", "peak_shift_px", "peak_shift", "pointing_retained")
+MEASURES = ("rank_correlation", "top_iou", "peak_shift_px", "peak_shift", "pointing_retained", "flat")
 
 
 def _pair(clean, corrupted) -> tuple[np.ndarray, np.ndarray]:
@@ -75,18 +80,28 @@ def peak_shift(clean, corrupted) -> tuple[np.ndarray, np.ndarray]:
     return pixels, pixels / np.hypot(height, width)
 
 
+def flat(maps) -> np.ndarray:
+    """Per image ``[N]`` (bool): is the map constant?"""
+    maps = _heatmaps(maps)
+    return maps.reshape(len(maps), -1).max(1) == maps.reshape(len(maps), -1).min(1)
+
+
 def stability(clean, corrupted, q: float = TOP_Q, masks=None, tolerance: int = 15) -> dict[str, np.ndarray]:
     """Every measure per image (see the module docstring); ``pointing_retained`` only with ``masks``
     (``[N, H, W]``; ``tolerance`` in pixels, as :func:`.metrics.pointing_game`)."""
-    shift_px, shift = peak_shift(clean, corrupted)
-    found = {"rank_correlation": rank_correlation(clean, corrupted), "top_iou": top_iou(clean, corrupted, q),
-             "peak_shift_px": shift_px, "peak_shift": shift}
+    clean_maps, corrupted_maps = _pair(clean, corrupted)
+    shift_px, shift = peak_shift(clean_maps, corrupted_maps)
+    clean_flat, corrupted_flat = flat(clean_maps), flat(corrupted_maps)
+    undefined = clean_flat | corrupted_flat
+    found = {"rank_correlation": rank_correlation(clean_maps, corrupted_maps),
+             "top_iou": np.where(undefined, np.nan, top_iou(clean_maps, corrupted_maps, q)),
+             "peak_shift_px": np.where(undefined, np.nan, shift_px), "peak_shift": np.where(undefined, np.nan, shift)}
     if masks is not None:
-        clean_maps = _heatmaps(clean)
         masks = _masks(masks, clean_maps.shape)
-        before = pointing_game(clean_maps, masks, tolerance)
-        after = pointing_game(corrupted, masks, tolerance)
+        before = pointing_game(clean_maps, masks, tolerance) & ~clean_flat
+        after = pointing_game(corrupted_maps, masks, tolerance) & ~corrupted_flat
         found["pointing_retained"] = np.where(before, after.astype(np.float64), np.nan)
+    found["flat"] = corrupted_flat.astype(np.float64)
     return found
 
 

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--backend", default=defaults.backend, choices=BACKENDS)
     group.add_argument("--baseline", help="CE baseline: a checkpoint or 'alexnet' (default: the plain ResNet)")
     group.add_argument("--resume", action="store_true", help="keep finished robustness cells of an earlier run")
+    group.add_argument("--stability", nargs="?", const="gradcam", metavar="METHOD",
+                       help="also the heatmap stability of METHOD (default gradcam) under the corruptions")
     group = parser.add_argument_group("explanations")
     group.add_argument("--n-explain", type=positive_int, default=defaults.n_explain, help="images for heatmap metrics")
     group.add_argument("--method", nargs="+", default=defaults.methods, help="heatmap methods (first: grids)")
@@ -82,7 +84,7 @@ def settings_from(args: argparse.Namespace):
     for name in args.corruptions + args.grid_corruptions:
         for severity in set(args.severities + args.grid_severities):
             check(name, severity, args.backend)
-    for method in args.method:
+    for method in args.method + ([args.stability] if args.stability else []):
         check_method(method)
     for option in ("n_clean", "n", "n_explain", "n_attention", "batch_size", "throughput_batch", "repeats", "steps",
                    "resamples"):
@@ -98,7 +100,7 @@ def settings_from(args: argparse.Namespace):
                     images=list(args.image), grid_corruptions=list(args.grid_corruptions),
                     grid_severities=list(args.grid_severities), batch_size=args.batch_size,
                     throughput_batch=args.throughput_batch, repeats=args.repeats, seed=args.seed,
-                    resamples=args.resamples,
+                    resamples=args.resamples, stability=args.stability,
                     resume=args.resume, allow_nonfinite=args.allow_nonfinite, title=args.title)
 
 

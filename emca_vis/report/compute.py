@@ -26,6 +26,7 @@ from ..data import build_dataset
 from ..errors import UserError
 from ..explain.evaluate import evaluation_set, score_model, write_csv
 from ..explain.heatmaps import LAYER_METHODS, check_layer
+from ..explain.stability_figures import robustness_figure as stability_figure
 from ..inputs import LoadedModel, load_models
 from ..outputs import strict, write_json, write_npz
 from ..robustness import IMAGENET_C, evaluate
@@ -66,6 +67,7 @@ class Settings:
     repeats: int = 5
     seed: int = 0  # corruption noise and bootstrap resamples
     resamples: int = 1000  # bootstrap resamples of the paired intervals
+    stability: str | None = None  # heatmap method whose stability the robustness run measures
     resume: bool = False
     allow_nonfinite: bool = False
     title: str = "Robustness and interpretability report"
@@ -166,7 +168,7 @@ def _robustness(models: list[LoadedModel], settings: Settings, out: Path) -> dic
                     corruptions=list(settings.corruptions), severities=list(settings.severities),
                     backend=settings.backend, n=settings.n_robustness, batch_size=settings.batch_size,
                     seed=settings.seed, resamples=settings.resamples, baseline=baseline, out=str(path),
-                    allow_nonfinite=settings.allow_nonfinite,
+                    allow_nonfinite=settings.allow_nonfinite, stability=settings.stability,
                     overwrite=not settings.resume)
 
 
@@ -270,4 +272,6 @@ def _robustness_figures(results: dict, out: Path) -> dict:
     found = {"robustness_families": figures.severity_figure(results, folder / "robustness_families.png"),
              "robustness_corruptions": figures.corruption_figure(results, folder / "robustness_corruptions.png"),
              "mce": figures.mce_figure(results, folder / "mce.png")}
+    if results.get("stability"):
+        found["stability"] = stability_figure(results, folder / "stability.png")
     return {key: _relative(path, out) for key, path in found.items() if path is not None}

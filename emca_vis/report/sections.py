@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .stability import stability_section
 from .summary import summarize
 from .tables import Cell, Column, Table, number, pointer, settings_value, text
 
@@ -27,6 +28,7 @@ def build(report: dict, doc) -> None:
     summary_section(report, doc)
     models_section(report, doc)
     robustness_section(report, doc)
+    stability_section(report, doc)
     explanations_section(report, doc)
     attention_section(report, doc)
     settings_section(report, doc)

@@ -44,6 +44,8 @@ from .corruptions import BACKENDS, CORRUPTIONS, SEVERITIES, check, corrupt
 from .metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, IMAGENET_C, summarize
 from ..stats import RESAMPLES, find_pair, pack_hits, robustness_intervals, unpack_hits
 from .results import read_cells, read_results
+from .stability import add_option as add_stability_option, needs as stability_needs, results as stability_results
+from .stability import markdown as stability_markdown, start as start_stability
 
 SETTINGS = ("data", "split", "n", "backend", "seed", "c_data")  # what a cell's numbers depend on
 
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="corruption noise and bootstrap resamples")
     parser.add_argument("--resamples", type=nonnegative_int, default=RESAMPLES,
                         help="bootstrap resamples for the paired 95%% intervals (0: none)")
+    add_stability_option(parser)
     add_nonfinite_option(parser)
     parser.add_argument("--out", default="runs/robustness/results.json")
     parser.add_argument("--overwrite", action="store_true",
@@ -78,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args, failures)
     if results is not None:
         print(markdown_table(results))
+        if results.get("stability"):
+            print("\n" + stability_markdown(results))
         print(f"wrote {args.out}\nwrote {Path(args.out).with_suffix('.csv')}")
     return 2 if failures else 0
 
@@ -224,11 +229,13 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
     first = models[0]
     # Corruptions act on the resized, cropped image in [0, 1]; normalisation comes after.
     dataset.transform = eval_pixels(first.input_size, first.resize)
+    tracker = start_stability(args, models, dataset, info)
     cells = [("clean", 0)] + [(c, s) for c in args.corruptions for s in args.severities]
     for k, (corruption, severity) in enumerate(tqdm(cells, desc="cells", disable=rank != 0 or None)):
         if progress is not None:
             progress(k)
-        wanted = [m for m in models if (m.label, corruption, severity) not in done]
+        wanted = [m for m in models if (m.label, corruption, severity) not in done
+                  or stability_needs(args, done[(m.label, corruption, severity)], corruption)]
         if not wanted:
             continue
         source = dataset
@@ -241,13 +248,16 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
         batches = [(start // args.batch_size, list(range(start, min(start + args.batch_size, n)))) for start in starts]
         on_the_fly = corruption != "clean" and not args.c_data
         correct = _per_image_correct(wanted, source, batches,
-                                     (corruption, severity, args.backend, args.seed) if on_the_fly else None, n)
+                                     (corruption, severity, args.backend, args.seed) if on_the_fly else None, n,
+                                     tracker)
         if world > 1:
             dist.all_reduce(correct)
         for i, m in enumerate(wanted):
             cell = {"model": m.label, "corruption": corruption, "severity": severity,
                     "correct": int(correct[i].sum()), "total": n, "hits": pack_hits(correct[i].numpy() > 0),
                     "setting": _setting(args)}
+            if tracker is not None and corruption != "clean":
+                cell["stability"] = tracker.cell_data(m.label, corruption, severity)
             done[(m.label, corruption, severity)] = cell
             if rank == 0:
                 append_line(cells_path, json_text(cell, indent=None))
@@ -257,15 +267,21 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
 
 
 def _per_image_correct(models: list[LoadedModel], source, batches: list[tuple[int, list[int]]],
-                       corruption: tuple | None, n: int) -> torch.Tensor:
+                       corruption: tuple | None, n: int, tracker=None) -> torch.Tensor:
     """Per image, 1 where a model is right: float64 ``[len(models), n]``, 0 on the images of other
-    ranks' shards (so a sum over ranks fills every row)."""
+    ranks' shards (so a sum over ranks fills every row). ``tracker`` (``--stability``) gets
+    every batch as well: the clean one's heatmaps, or the corrupted one's against them."""
     correct = torch.zeros(len(models), n, dtype=torch.float64)
     loader = DataLoader(source, batch_sampler=[indices for _, indices in batches])
     for (index, indices), (images, labels) in zip(batches, loader):
         if corruption:
             name, severity, backend, seed = corruption
             images = corrupt(images, name, severity, backend, seed=seed * 100_003 + index)
+        if tracker is not None:
+            if corruption:
+                tracker.corrupted(models, index, indices, name, severity, images, labels)
+            else:
+                tracker.clean(models, index, indices, images, labels)
         for i, m in enumerate(models):
             with torch.no_grad():
                 correct[i, indices] = (m.model(m.normalise(images)).argmax(1) == labels).double()
@@ -316,6 +332,8 @@ def build_results(models: list[LoadedModel], done: dict, args, baseline: str) ->
                 correct_clean=done[(m.label, "clean", 0)]["hits"],
                 correct={c: {str(s): done[(m.label, c, s)]["hits"] for s in args.severities} for c in args.corruptions})
     results["intervals"] = intervals(results, getattr(args, "resamples", RESAMPLES), args.seed)
+    if getattr(args, "stability", None):
+        results.update(stability_results(done, [m.label for m in models], args))
     return results
 
 

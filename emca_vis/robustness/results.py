@@ -174,6 +174,19 @@ class Results(BaseModel):
         return self
 
 
+StabilityValue = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)] | None
+
+
+class CellStability(BaseModel):
+    """A cell's per-image heatmap stability (``--stability``): the method, then each measure's
+    values (None where undefined), one per image."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, list[StabilityValue]]
+
+    method: Name
+
+
 class Cell(BaseModel):
     """One line of ``<out>.cells.jsonl``: a finished (model, corruption, severity) count."""
 
@@ -186,6 +199,7 @@ class Cell(BaseModel):
     total: Annotated[int, Field(ge=1, le=10**12, strict=True)]
     hits: Hits | None = None  # per image, packed; absent in cells of older runs (they are redone)
     setting: Text
+    stability: CellStability | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Cell:
@@ -200,6 +214,9 @@ class Cell(BaseModel):
                 raise ValueError(f"hits: {int(hits.sum())} images right, not correct={self.correct}")
         if (self.corruption == "clean") != (self.severity == 0):
             raise ValueError("severity 0 is for the clean cell only")
+        for name, values in (self.stability.__pydantic_extra__ if self.stability else {}).items():
+            if len(values) != self.total:
+                raise ValueError(f"stability.{name}: {len(values)} values for {self.total} images")
         return self
 
 
