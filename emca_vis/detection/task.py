@@ -24,6 +24,7 @@ from .data import build_detection_dataset, collate
 from .evaluate import evaluate_detector
 from .models import create_detector
 from .names import parse_detector_name
+from . import robustness
 
 
 class DetectionTask:
@@ -135,3 +136,27 @@ class DetectionTask:
         return (f"train loss {row['train_loss']:.4f}, box AP {row['val_bbox_AP']:.3f}, "
                 f"AP50 {row['val_bbox_AP50']:.3f}{masks}")
 
+    # Robustness: COCO AP per cell, mPC / rPC (:mod:`.robustness`).
+    @staticmethod
+    def robustness_data(loaded, spec: str, split: str, n: int) -> tuple:
+        return robustness.evaluation_set(loaded, spec, split, n)
+
+    @staticmethod
+    def robustness_c_data(spec: str, corruption: str, severity: int, clean, class_names: list[str], split: str):
+        return robustness.c_data(spec, corruption, severity, clean, split)
+
+    @staticmethod
+    def robustness_cells(models, source, batches, corruption, n: int, world: int, tracker=None) -> list[dict]:
+        return robustness.cell_scores(models, source, batches, corruption, n, world)
+
+    @staticmethod
+    def robustness_results(models, done: dict, args, baseline) -> dict:
+        return robustness.results(models, done, args)
+
+    @staticmethod
+    def robustness_table(results: dict) -> str:
+        return robustness.markdown_table(results)
+
+    @staticmethod
+    def robustness_csv(results: dict, path) -> None:
+        robustness.csv_rows(results, path)

@@ -16,6 +16,11 @@ of its corruptions, severities or models is refused up front unless ``--overwrit
 a second run on the same ``--out`` while one is going is refused too (``<out>.lock``).
 Writes ``<out>`` (JSON: every error and score) and ``<out>.csv``, prints the table. Baseline
 for CE: the published AlexNet errors on ImageNet, otherwise the first checkpoint (``--baseline`` picks another).
+
+Detectors (``--data multishapes`` by default, or ``coco:/path``; ``--c-data coco-c:/path``) are
+scored by COCO box AP per cell, mPC and rPC (:mod:`emca_vis.detection.robustness`); the cells,
+backends, settings checks and sharding are the same. What differs per task is asked of the
+checkpoints' task object (:mod:`emca_vis.training.tasks`); one run takes one task.
 """
 
 from __future__ import annotations
@@ -34,12 +39,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..checkpoint.classes import same_classes
-from ..data import build_dataset, eval_pixels
 from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
 from ..options import Parser, nonnegative_int, positive_int
 from ..outputs import append_line, check_out, json_text, locked, write_csv as write_rows, write_json
-from . import cdata
+from ..training.tasks import get_task
 from .corruptions import BACKENDS, CORRUPTIONS, SEVERITIES, check, corrupt
 from .metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, IMAGENET_C, summarize
 from ..stats import RESAMPLES, find_pair, pack_hits, robustness_intervals, unpack_hits
@@ -53,13 +57,15 @@ SETTINGS = ("data", "split", "n", "backend", "seed", "c_data")  # what a cell's 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m emca_vis.robustness", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
-    parser.add_argument("--data", default="shapes", help="dataset spec (default: shapes)")
+    parser.add_argument("--data", help="dataset spec (default: shapes; multishapes for detectors)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--corruptions", nargs="+", default=list(IMAGENET_C), help=f"any of: {', '.join(CORRUPTIONS)}")
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
     parser.add_argument("--backend", default="torch", choices=BACKENDS)
-    parser.add_argument("--c-data", help="pre-generated corruptions instead of on-the-fly: imagenet-c:/p, cifar10-c:/p")
-    parser.add_argument("--baseline", help="'alexnet' or a checkpoint (default: alexnet on ImageNet, else the first)")
+    parser.add_argument("--c-data", help="pre-generated corruptions instead of on-the-fly: imagenet-c:/p, cifar10-c:/p, "
+                        "coco-c:/p (detectors)")
+    parser.add_argument("--baseline", help="'alexnet' or a checkpoint (default: alexnet on ImageNet, else the "
+                        "first); classifiers only")
     # --num-images is --n under torchrun, whose own parser takes "--n" for an abbreviation of its options.
     parser.add_argument("--n", "--num-images", dest="n", type=positive_int, default=500,
                         help="images (the first n of the split)")
@@ -118,9 +124,19 @@ def run(args: argparse.Namespace, failures: list[str] | None = None,
     # The lock is rank 0's: under torchrun the other ranks write nothing and follow rank 0.
     with locked(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
         rank, world = _init_distributed()
-        models = load_models(args.checkpoint, failures, args.allow_nonfinite)
-        baseline = args.baseline or ("alexnet" if args.data.startswith("imagenet") else models[0].label)
-        if baseline != "alexnet" and baseline not in [m.label for m in models]:
+        models = load_models(args.checkpoint, failures, args.allow_nonfinite, task=None)
+        task = one_task(models)
+        args.data = args.data or task.default_data
+        baseline = None
+        if task.name == "detection":
+            if args.baseline:
+                raise UserError("--baseline: detectors have no CE baseline (they are scored by mPC and rPC)")
+            if getattr(args, "stability", None):
+                raise UserError("--stability: heatmap stability under corruption is measured for classifiers; "
+                                "for detectors use python -m emca_vis.gradcam on clean and corrupted images")
+        else:
+            baseline = args.baseline or ("alexnet" if args.data.startswith("imagenet") else models[0].label)
+        if baseline not in (None, "alexnet") and baseline not in [m.label for m in models]:
             models += load_models([baseline], failures, args.allow_nonfinite)
             baseline = models[-1].label
         if not getattr(args, "overwrite", False):
@@ -134,16 +150,26 @@ def run(args: argparse.Namespace, failures: list[str] | None = None,
             scored += evaluate_group(group, args, done, cells_path, rank, world, step, failures)
         if not scored:
             raise UserError(f"none of the checkpoints could be scored on {args.data}")
-        if baseline != "alexnet" and baseline not in [m.label for m in scored]:
+        if baseline not in (None, "alexnet") and baseline not in [m.label for m in scored]:
             raise UserError(f"the CE baseline {baseline} could not be scored; choose another with --baseline")
         results = None
         if rank == 0:
-            results = build_results(scored, done, args, baseline)
+            results = task.robustness_results(scored, done, args, baseline)
             write_json(out, results)
-            write_csv(results, out.with_suffix(".csv"))
+            task.robustness_csv(results, out.with_suffix(".csv"))
         if world > 1:
             dist.destroy_process_group()
     return results
+
+
+def one_task(models: list[LoadedModel]):
+    """The task of every checkpoint: a run scores classifiers or detectors, not both."""
+    tasks = {m.task.name: m for m in models}
+    if len(tasks) > 1:
+        labels = {name: ", ".join(m.label for m in models if m.task.name == name) for name in tasks}
+        raise UserError("--checkpoint: mixes " + " and ".join(f"{name} ({labels[name]})" for name in sorted(tasks))
+                        + " checkpoints; score each task in its own run")
+    return models[0].task
 
 
 def settings_of(args) -> dict:
@@ -217,20 +243,21 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
                    failures: list[str] | None = None) -> list[LoadedModel]:
     """Score ``models`` (one preprocessing) on every cell not in ``done``; returns the models scored
     (a model whose classes are not the dataset's is reported and left out)."""
-    dataset, info = build_dataset(args.data, args.split, image_size=models[0].input_size, train=False)
-    for m in [m for m in models if not same_classes(info.class_names, m.class_names)]:
+    task = models[0].task
+    dataset, info = task.robustness_data(models[0], args.data, args.split, args.n)
+    class_names = list(info.class_names)
+    for m in [m for m in models if not same_classes(class_names, m.class_names)]:
         message = f"{m.path}: its classes are not those of {args.data} (in order); refusing to score it"
         print(f"error: {message}", file=sys.stderr)
         if failures is not None:
             failures.append(message)
-    models = [m for m in models if same_classes(info.class_names, m.class_names)]
+    models = [m for m in models if same_classes(class_names, m.class_names)]
     if not models:
         return []
-    first = models[0]
-    # Corruptions act on the resized, cropped image in [0, 1]; normalisation comes after.
-    dataset.transform = eval_pixels(first.input_size, first.resize)
-    tracker = start_stability(args, models, dataset, info)
+    tracker = start_stability(args, models, dataset, info)  # --stability (classifiers)
     cells = [("clean", 0)] + [(c, s) for c in args.corruptions for s in args.severities]
+    if args.c_data and len(cells) > 1:  # a wrong --c-data is refused before the clean cell's minutes
+        task.robustness_c_data(args.c_data, *cells[1], dataset, class_names, args.split)
     for k, (corruption, severity) in enumerate(tqdm(cells, desc="cells", disable=rank != 0 or None)):
         if progress is not None:
             progress(k)
@@ -240,21 +267,18 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
             continue
         source = dataset
         if args.c_data and corruption != "clean":
-            source = cdata.load(args.c_data, corruption, severity, dataset.transform, list(info.class_names))
+            source = task.robustness_c_data(args.c_data, corruption, severity, dataset, class_names, args.split)
         # Whole batches go to ranks in turn and keep their global index (the corruption seed),
         # so any number of processes sees exactly the images and noise of a single process.
         n = min(args.n, len(source))
         starts = list(range(0, n, args.batch_size))[rank::world]
         batches = [(start // args.batch_size, list(range(start, min(start + args.batch_size, n)))) for start in starts]
         on_the_fly = corruption != "clean" and not args.c_data
-        correct = _per_image_correct(wanted, source, batches,
-                                     (corruption, severity, args.backend, args.seed) if on_the_fly else None, n,
-                                     tracker)
-        if world > 1:
-            dist.all_reduce(correct)
-        for i, m in enumerate(wanted):
-            cell = {"model": m.label, "corruption": corruption, "severity": severity,
-                    "correct": int(correct[i].sum()), "total": n, "hits": pack_hits(correct[i].numpy() > 0),
+        scores = task.robustness_cells(wanted, source, batches,
+                                       (corruption, severity, args.backend, args.seed) if on_the_fly else None, n, world,
+                                       tracker)
+        for m, score in zip(wanted, scores):
+            cell = {"model": m.label, "corruption": corruption, "severity": severity, **score,
                     "setting": _setting(args)}
             if tracker is not None and corruption != "clean":
                 cell["stability"] = tracker.cell_data(m.label, corruption, severity)
@@ -264,6 +288,15 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
     if progress is not None:
         progress(len(cells))
     return models
+
+
+def classification_cells(models: list[LoadedModel], source, batches: list[tuple[int, list[int]]],
+                         corruption: tuple | None, n: int, world: int, tracker=None) -> list[dict]:
+    """Each classifier's cell: its right images among the first ``n`` of ``source``, summed over processes."""
+    correct = _per_image_correct(models, source, batches, corruption, n, tracker)
+    if world > 1:
+        dist.all_reduce(correct)
+    return [{"correct": int(row.sum()), "total": n, "hits": pack_hits(row.numpy() > 0)} for row in correct]
 
 
 def _per_image_correct(models: list[LoadedModel], source, batches: list[tuple[int, list[int]]],
@@ -298,8 +331,8 @@ def _read_cells(path: Path, rank: int, setting: str) -> dict:
     short by a kill is dropped (that cell is redone)."""
     done = {}
     for cell in read_cells(path, repair=rank == 0):
-        # Cells without per-image results (written before they were kept) are redone.
-        if cell["setting"] == setting and cell.get("hits") is not None:
+        # Classifier cells without per-image results (written before they were kept) are redone.
+        if cell["setting"] == setting and (cell.get("hits") is not None or cell.get("metrics") is not None):
             done[(cell["model"], cell["corruption"], cell["severity"])] = cell
     return done
 
@@ -374,6 +407,11 @@ def write_csv(results: dict, path: Path) -> None:
 
 
 def markdown_table(results: dict) -> str:
+    """The printed table of a results JSON, classifiers' or detectors' (its task's)."""
+    return get_task(results.get("task") or "classification").robustness_table(results)
+
+
+def classification_table(results: dict) -> str:
     """The scores (with 95% bootstrap intervals where the results have them), then each model's
     paired differences from the one with the lowest mCE."""
     corruptions = results["corruptions"]

@@ -188,22 +188,29 @@ class CellStability(BaseModel):
 
 
 class Cell(BaseModel):
-    """One line of ``<out>.cells.jsonl``: a finished (model, corruption, severity) count."""
+    """One line of ``<out>.cells.jsonl``: a finished (model, corruption, severity): a classifier's
+    count of right images (``correct``, ``hits``), or a detector's COCO metrics (``metrics``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: Name
     corruption: Name
     severity: Annotated[int, Field(ge=0, le=max(SEVERITIES), strict=True)]
-    correct: Count
+    correct: Count | None = None
     total: Annotated[int, Field(ge=1, le=10**12, strict=True)]
     hits: Hits | None = None  # per image, packed; absent in cells of older runs (they are redone)
+    metrics: dict[Name, Fraction | None] | None = Field(default=None, max_length=50)
     setting: Text
     stability: CellStability | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Cell:
-        if self.correct > self.total:
+        if (self.correct is None) == (self.metrics is None):
+            raise ValueError("a cell holds either correct (a classifier's) or metrics (a detector's)")
+        if self.metrics is not None:
+            if self.hits is not None:
+                raise ValueError("hits: a detector's cell holds metrics, not per-image hits")
+        elif self.correct > self.total:
             raise ValueError(f"correct={self.correct} is more than total={self.total}")
         if self.hits is not None:
             try:
@@ -221,8 +228,15 @@ class Cell(BaseModel):
 
 
 def parse_results(data: bytes | str, name: str) -> dict[str, Any]:
-    """Results JSON text -> checked dict with defaults filled in; one-line :class:`UserError` otherwise."""
-    return validate(Results, parse_json(data, name, MAX_RESULTS_BYTES), name).model_dump(mode="json")
+    """Results JSON text -> checked dict with defaults filled in; one-line :class:`UserError` otherwise.
+    A detector run's results (``"task": "detection"``) have their own schema
+    (:class:`emca_vis.detection.robustness.DetectionResults`)."""
+    raw = parse_json(data, name, MAX_RESULTS_BYTES)
+    if isinstance(raw, dict) and raw.get("task") == "detection":
+        from ..detection.robustness import DetectionResults
+
+        return validate(DetectionResults, raw, name).model_dump(mode="json")
+    return validate(Results, raw, name).model_dump(mode="json")
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:

@@ -34,6 +34,16 @@ The analysis tools (gradcam, attention, robustness, report, app) ask the same ob
                               the class of each image's largest object for a detector
 ``attention_images(loaded, images)``  ``(model, batches, left_out)`` for single images, labelled
                               by the predicted class (a detector: its largest detection's)
+
+and what corruption robustness (:mod:`emca_vis.robustness.evaluate`) needs:
+
+``robustness_data(loaded, spec, split, n)``   the evaluation set in pixels [0, 1], its info (class names)
+``robustness_c_data(spec, c, s, clean, names, split)``  pre-generated corrupted images of that set
+``robustness_cells(models, source, batches, corruption, n, world, tracker)``  each model's cell
+                              (what its scores are recomputed from), gathered over processes;
+                              ``tracker``: ``--stability``'s (classifiers)
+``robustness_results(models, done, args, baseline)``  the results JSON from the cells
+``robustness_table(results)``, ``robustness_csv(results, path)``  the printed table, the CSV
 """
 
 from __future__ import annotations
@@ -189,6 +199,46 @@ class ClassificationTask:
     @staticmethod
     def summary(row: dict) -> str:
         return f"train loss {row['train_loss']:.4f}, val top-1 {row['val_top1']:.2f}%, top-5 {row['val_top5']:.2f}%"
+
+    # Robustness: errors per image, CE / mCE (:mod:`emca_vis.robustness.evaluate`, imported when used).
+    @staticmethod
+    def robustness_data(loaded, spec: str, split: str, n: int) -> tuple:
+        """Images after the checkpoint's resize and centre crop, in [0, 1]: corruptions act there."""
+        from ..data import eval_pixels
+
+        dataset, info = build_dataset(spec, split, image_size=loaded.input_size, train=False)
+        dataset.transform = eval_pixels(loaded.input_size, loaded.resize)
+        return dataset, info
+
+    @staticmethod
+    def robustness_c_data(spec: str, corruption: str, severity: int, clean, class_names: list[str], split: str):
+        from ..robustness import cdata
+
+        return cdata.load(spec, corruption, severity, clean.transform, class_names)
+
+    @staticmethod
+    def robustness_cells(models, source, batches, corruption, n: int, world: int, tracker=None) -> list[dict]:
+        from ..robustness.evaluate import classification_cells
+
+        return classification_cells(models, source, batches, corruption, n, world, tracker)
+
+    @staticmethod
+    def robustness_results(models, done: dict, args, baseline: str) -> dict:
+        from ..robustness.evaluate import build_results
+
+        return build_results(models, done, args, baseline)
+
+    @staticmethod
+    def robustness_table(results: dict) -> str:
+        from ..robustness.evaluate import classification_table
+
+        return classification_table(results)
+
+    @staticmethod
+    def robustness_csv(results: dict, path) -> None:
+        from ..robustness.evaluate import write_csv
+
+        write_csv(results, path)
 
 
 def _to_device(images, labels, device, channels_last: bool):
