@@ -43,6 +43,7 @@ from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
 from ..options import Parser, nonnegative_int, positive_int
 from ..outputs import append_line, check_out, json_text, locked, write_csv as write_rows, write_json
+from ..training.faults import fault_point
 from ..training.tasks import get_task
 from .corruptions import BACKENDS, CORRUPTIONS, SEVERITIES, check, corrupt
 from .metrics import ALEXNET_CLEAN_ERROR, ALEXNET_ERRORS, IMAGENET_C, summarize
@@ -285,6 +286,7 @@ def evaluate_group(models: list[LoadedModel], args, done: dict, cells_path: Path
             done[(m.label, corruption, severity)] = cell
             if rank == 0:
                 append_line(cells_path, json_text(cell, indent=None))
+                fault_point("cell")
     if progress is not None:
         progress(len(cells))
     return models

@@ -6,7 +6,8 @@ Unset, as in every real run, it costs one environment lookup.
 Points: ``step`` (after an optimiser step and its state save), ``val`` (after a validation batch),
 ``state`` (a resume state fully written but not yet renamed into place), ``saved`` (the epoch's
 state in place, metrics not yet written), ``metrics`` (metrics written, ``last`` not yet),
-``last`` (``last`` written, ``best`` not yet).
+``last`` (``last`` written, ``best`` not yet), ``cell`` (a robustness cell appended to
+``<out>.cells.jsonl``).
 """
 
 from __future__ import annotations
