@@ -153,3 +153,28 @@ def test_classifiers_and_detectors_in_one_run_are_refused(tmp_path, detectors, c
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("error: --checkpoint: mixes classification (resnet18) and detection "
                                     "(fasterrcnn_resnet18_emca_eca_fpn) checkpoints; score each task in its own run")
+
+
+def test_report_with_detector_checkpoints(tmp_path, detectors, cli):
+    from emca_vis.report.__main__ import main as report_main
+
+    out = tmp_path / "report"
+    result = cli(report_main, "--checkpoint", *detectors, "--split", "val", "--n", "4", "--corruptions", "fog",
+                 "contrast", "--severities", "1", "3", "--out", out)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"] == [] and "robustness" not in report
+    detection = report["detection"]
+    assert [row["family"] for row in detection["models"]] == ["Faster R-CNN", "Mask R-CNN"]
+    assert detection["robustness"] == read_results(out / "detection_robustness.json")
+    for figure in detection["figures"].values():
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "report.md").read_text()
+    mask = detection["robustness"]["models"]["maskrcnn_resnet18_fpn"]
+    row = next(line for line in markdown.splitlines() if line.startswith("| `maskrcnn_resnet18_fpn` | **"))
+    assert f"{100 * mask['mpc']:.1f}" in row and f"{100 * mask['rpc']:.1f}" in row
+    assert "## 2. Detection" in markdown and "| model | clean | fog | contrast |" in markdown
+    assert "Box AP against severity for each corruption" in markdown
+    again = cli(report_main, "--from", out, "--out", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "report.md").read_text().replace("../report/", "") == markdown

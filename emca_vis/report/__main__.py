@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="keep finished robustness cells of an earlier run")
     group.add_argument("--stability", nargs="?", const="gradcam", metavar="METHOD",
                        help="also the heatmap stability of METHOD (default gradcam) under the corruptions")
+    group.add_argument("--detection-data", default=defaults.detection_data,
+                       help="where detector checkpoints are scored (same --split): multishapes or coco:/path")
     group = parser.add_argument_group("explanations")
     group.add_argument("--n-explain", type=positive_int, default=defaults.n_explain, help="images for heatmap metrics")
     group.add_argument("--method", nargs="+", default=defaults.methods, help="heatmap methods (first: grids)")
@@ -101,7 +103,8 @@ def settings_from(args: argparse.Namespace):
                     grid_severities=list(args.grid_severities), batch_size=args.batch_size,
                     throughput_batch=args.throughput_batch, repeats=args.repeats, seed=args.seed,
                     resamples=args.resamples, stability=args.stability,
-                    resume=args.resume, allow_nonfinite=args.allow_nonfinite, title=args.title)
+                    resume=args.resume, allow_nonfinite=args.allow_nonfinite, title=args.title,
+                    detection_data=args.detection_data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         out = check_out(args.out or "report", folder=True,
                         files=["report.json", "report.html", "report.md", "models.csv", "robustness.json",
+                               "detection_robustness.json",
                                "explanations.csv", "attention.json", "grad_cam_grid.npz"])
         check_out(out / "figures", folder=True)
         report = compute_report(settings, out, "python -m emca_vis.report " + shlex.join(argv))

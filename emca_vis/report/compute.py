@@ -30,7 +30,7 @@ from ..explain.stability_figures import robustness_figure as stability_figure
 from ..inputs import LoadedModel, load_models
 from ..outputs import strict, write_json, write_npz
 from ..robustness import IMAGENET_C, evaluate
-from . import figures, grid
+from . import detection, figures, grid
 from .curves import training_curves
 from .models import architecture, model_rows
 
@@ -70,6 +70,7 @@ class Settings:
     stability: str | None = None  # heatmap method whose stability the robustness run measures
     resume: bool = False
     allow_nonfinite: bool = False
+    detection_data: str = "multishapes"  # detector checkpoints are scored here (same split)
     title: str = "Robustness and interpretability report"
 
 
@@ -84,6 +85,11 @@ class _Stages:
         print(f"[{index}/{len(STAGES)}] {text}", file=sys.stderr, flush=True)
         self.started = time.perf_counter()
 
+    def detection(self, text: str) -> None:
+        self.finish()
+        print(f"[detection] {text}", file=sys.stderr, flush=True)
+        self.started = time.perf_counter()
+
     def finish(self) -> None:
         if self.started is not None:
             print(f"      done in {time.perf_counter() - self.started:.1f} s", file=sys.stderr, flush=True)
@@ -96,7 +102,9 @@ def compute_report(settings: Settings, out: Path, command: str = "") -> dict:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     _stage = _Stages()
-    models = load_models(settings.checkpoints, failures, settings.allow_nonfinite)
+    loaded = load_models(settings.checkpoints, failures, settings.allow_nonfinite, task=None)
+    models = [m for m in loaded if m.task.name == "classification"]
+    detectors = [m for m in loaded if m.task.name == "detection"]
     if any(method in LAYER_METHODS for method in settings.methods):
         for m in models:
             check_layer(m.model, settings.layer, m.input_size)
@@ -104,8 +112,21 @@ def compute_report(settings: Settings, out: Path, command: str = "") -> dict:
               "version": __version__, "command": command, "settings": dataclasses.asdict(settings),
               "environment": {"torch": torch.__version__, "python": platform.python_version(),
                               "threads": torch.get_num_threads(), "device": "cpu"},
-              "errors": failures, "figures": {}}
+              "errors": failures, "figures": {}, "models": []}
+    if detectors:
+        _stage.detection(f"detection: {len(detectors)} detectors x "
+                         f"{len(settings.corruptions) * len(settings.severities) + 1} cells on {settings.n_robustness} "
+                         f"images of {settings.detection_data}")
+        report["detection"] = strict(detection.compute(detectors, settings, out))
+    if models:
+        _classifier_stages(report, models, settings, out, _stage)
+    report = strict(report)
+    write_json(out / "report.json", report)
+    _stage.finish()
+    return report
 
+
+def _classifier_stages(report: dict, models: list[LoadedModel], settings: Settings, out: Path, _stage) -> None:
     _stage(1, f"models: parameters, GFLOPs, throughput, clean accuracy on {settings.n_clean} images")
     report["models"] = model_rows(models, settings.data, settings.split, settings.n_clean, settings.batch_size,
                                   settings.throughput_batch, settings.repeats)
@@ -133,10 +154,6 @@ def compute_report(settings: Settings, out: Path, command: str = "") -> dict:
 
     _stage(6, "figures")
     report["figures"].update(_robustness_figures(report["robustness"], out))
-    report = strict(report)
-    write_json(out / "report.json", report)
-    _stage.finish()
-    return report
 
 
 def _relative(path: Path, out: Path) -> str:

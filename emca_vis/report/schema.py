@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from ..detection.robustness import DetectionResults
 from ..robustness.results import MAX_CORRUPTIONS, MAX_MODELS, Hits, ModelResults, Ratio, Results
 from ..stats import unpack_hits
 from ..validation import FreeJson, Name, Text, read_json
@@ -191,21 +192,60 @@ class Attention(_Open):
         return self
 
 
+class DetectionRow(_Open):
+    label: Name
+    model: Name
+    family: Name
+    backbone: Name
+    params: Count
+    min_size: Count
+    max_size: Count
+    train_bbox_AP: Fraction | None = None
+
+
+class Detection(_Open):
+    """The detector checkpoints' part (:mod:`.detection`)."""
+
+    data: Text
+    split: Name
+    models: list[DetectionRow] = Field(min_length=1, max_length=MAX_MODELS)
+    robustness: DetectionResults
+    figures: dict[Name, Figure] = Field(default_factory=dict, max_length=50)
+
+    @model_validator(mode="after")
+    def _same_models(self) -> Detection:
+        if [row.label for row in self.models] != list(self.robustness.models):
+            raise ValueError("robustness: its models are not the detector rows")
+        return self
+
+
 class Report(_Open):
+    """Classifier checkpoints fill models, robustness, explanations and attention; detector
+    checkpoints fill detection; a report has one or both."""
+
     title: Text
     created: Name
     version: Name
     command: Text = ""
     settings: Settings
-    models: list[ModelRow] = Field(min_length=1, max_length=MAX_MODELS)
-    robustness: Robustness
-    explanations: Explanations
+    models: list[ModelRow] = Field(default_factory=list, max_length=MAX_MODELS)
+    robustness: Robustness | None = None
+    explanations: Explanations | None = None
     grad_cam_grid: Grid | None = None
-    attention: Attention
+    attention: Attention | None = None
+    detection: Detection | None = None
     figures: dict[Name, Figure] = Field(max_length=50)
     corruption_families: dict[Name, list[Name]] = Field(default_factory=dict, max_length=MAX_CORRUPTIONS)
     imagenet_c: list[Name] = Field(default_factory=list, max_length=MAX_CORRUPTIONS)
     errors: list[Text] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Report:
+        if self.models:
+            _needs(self, "robustness", "explanations", "attention")
+        elif self.detection is None:
+            raise ValueError("models: no classifier rows and no detection part")
+        return self
 
 
 def read_report(path: str | os.PathLike) -> dict[str, Any]:

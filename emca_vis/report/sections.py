@@ -13,8 +13,15 @@ SHORT = {"gaussian_noise": "gauss.", "shot_noise": "shot", "impulse_noise": "imp
 
 def subtitle(report: dict) -> str:
     s = report["settings"]
-    labels = ", ".join(row["label"] for row in report["models"])
-    return (f"{len(report['models'])} models ({labels}) on {s['data']} ({s['split']} split). "
+    parts = []
+    if report.get("models"):
+        labels = ", ".join(row["label"] for row in report["models"])
+        parts.append(f"{len(report['models'])} models ({labels}) on {s['data']} ({s['split']} split). ")
+    if report.get("detection"):
+        det = report["detection"]
+        parts.append(f"{len(det['models'])} detectors ({', '.join(row['label'] for row in det['models'])}) on "
+                     f"{det['data']} ({det['split']} split). ")
+    return ("".join(parts) +
             f"Computed {report['created'].replace('T', ' ').replace('+00:00', ' UTC')} "
             f"with emca-vis {report['version']}.")
 
@@ -25,12 +32,17 @@ def footer(report: dict) -> str:
 
 
 def build(report: dict, doc) -> None:
+    from .detection import section as detection_section
+
     summary_section(report, doc)
-    models_section(report, doc)
-    robustness_section(report, doc)
-    stability_section(report, doc)
-    explanations_section(report, doc)
-    attention_section(report, doc)
+    if report.get("models"):
+        models_section(report, doc)
+        robustness_section(report, doc)
+        stability_section(report, doc)
+        explanations_section(report, doc)
+        attention_section(report, doc)
+    if report.get("detection"):
+        detection_section(report, doc)
     settings_section(report, doc)
 
 
@@ -40,7 +52,9 @@ def _label(row_label: str) -> Cell:
 
 def summary_section(report: dict, doc) -> None:
     doc.section("summary", "Summary")
-    sentences = summarize(report)
+    from .detection import sentences as detection_sentences
+
+    sentences = summarize(report) + detection_sentences(report)
     doc.bullets(sentences or ["Only one model: nothing to compare."], css="summary")
     if report.get("errors"):
         doc.paragraph("Checkpoints that could not be loaded: " + "; ".join(report["errors"]), notice=True)
@@ -287,8 +301,9 @@ def attention_section(report: dict, doc) -> None:
 def settings_section(report: dict, doc) -> None:
     doc.section("settings", "Settings and files")
     s = report["settings"]
+    baseline = (report.get("robustness") or {}).get("baseline")
     defaults = {"checkpoints": "the demo checkpoints",
-                "baseline": f"default: {(report.get('robustness') or {}).get('baseline', '?')}"}
+                "baseline": f"default: {baseline}" if baseline else "none (detectors are scored by mPC and rPC)"}
     rows = [[text(key.replace("_", " ")),
              text(defaults[key] if key in defaults and value is None else settings_value(value))]
             for key, value in s.items()]
@@ -301,4 +316,6 @@ def settings_section(report: dict, doc) -> None:
     doc.paragraph("Files beside this report (all numbers above come from report.json): report.json, models.csv, "
                   "robustness.json and robustness.csv (every error per corruption and severity), explanations.csv, "
                   "attention.json (every channel-scale statistic), grad_cam_grid.npz (inputs and heatmaps of the "
-                  "grids) and figures/.")
+                  "grids) and figures/."
+                  + (" Detectors: detection_robustness.json and detection_robustness.csv (every COCO metric per "
+                     "corruption and severity)." if report.get("detection") else ""))
