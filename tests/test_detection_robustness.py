@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -160,14 +161,22 @@ def test_report_with_detector_checkpoints(tmp_path, detectors, cli):
 
     out = tmp_path / "report"
     result = cli(report_main, "--checkpoint", *detectors, "--split", "val", "--n", "4", "--corruptions", "fog",
-                 "contrast", "--severities", "1", "3", "--out", out)
+                 "contrast", "--severities", "1", "3", "--samples", "1", "--grid-corruptions", "fog",
+                 "--grid-severities", "3", "--out", out)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["models"] == [] and "robustness" not in report
     detection = report["detection"]
     assert [row["family"] for row in detection["models"]] == ["Faster R-CNN", "Mask R-CNN"]
     assert detection["robustness"] == read_results(out / "detection_robustness.json")
-    for figure in detection["figures"].values():
+    grid = detection["grid"]
+    assert grid["method"] == "gradcam" and grid["samples"][0]["conditions"] == ["clean", "fog 3"]
+    for label, found in grid["samples"][0]["models"].items():  # the best detection per condition, or none
+        assert len(found) == 2 and all(f is None or 0.5 <= f["score"] <= 1 for f in found)
+    with np.load(out / "detection_grid.npz") as arrays:
+        assert arrays["image1/inputs"].shape == (2, 64, 64, 3)
+        assert arrays["image1/maskrcnn_resnet18_fpn/heatmaps"].shape == (2, 64, 64)
+    for figure in [*detection["figures"].values(), grid["samples"][0]["figure"]]:
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (out / "report.md").read_text()
     mask = detection["robustness"]["models"]["maskrcnn_resnet18_fpn"]
@@ -175,6 +184,7 @@ def test_report_with_detector_checkpoints(tmp_path, detectors, cli):
     assert f"{100 * mask['mpc']:.1f}" in row and f"{100 * mask['rpc']:.1f}" in row
     assert "## 2. Detection" in markdown and "| model | clean | fog | contrast |" in markdown
     assert "Box AP against severity for each corruption" in markdown
+    assert "### Detections and their heatmaps, clean and corrupted" in markdown
     again = cli(report_main, "--from", out, "--out", tmp_path / "again")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again" / "report.md").read_text().replace("../report/", "") == markdown

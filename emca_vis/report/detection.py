@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from ..detection.names import parse_detector_name
 from .tables import Column, Table, number, pointer, text
 
 FAMILY_NAMES = {"fasterrcnn": "Faster R-CNN", "maskrcnn": "Mask R-CNN", "retinanet": "RetinaNet"}
+DETECTION_SCORE = 0.5  # the grids show the best detection scoring at least this
 MAX_BATCH = 8  # detector images are whole (COCO: ~800 px after the resize): small batches bound the memory
 
 
@@ -42,7 +46,114 @@ def compute(models: list, settings, out: Path) -> dict:
     figures = {"detection_ap_severity": ap_severity_figure(results, folder / "detection_ap_severity.png"),
                "detection_mpc_rpc": mpc_rpc_figure(results, folder / "detection_mpc_rpc.png")}
     return {"data": settings.detection_data, "split": settings.split, "models": rows, "robustness": results,
-            "figures": {key: p.relative_to(out).as_posix() for key, p in figures.items()}}
+            "figures": {key: p.relative_to(out).as_posix() for key, p in figures.items()},
+            "grid": heatmap_grids(models, settings, out)}
+
+
+# ------------------------------------------------------------------ heatmap grids ----------
+
+def heatmap_grids(models: list, settings, out: Path) -> dict:
+    """Per sample image, each detector's best detection and its heatmap, clean and under the grid's
+    corruptions (:func:`emca_vis.detection.explain.explain_detections`); figures and ``detection_grid.npz``."""
+    from ..detection.data import build_detection_dataset
+    from ..detection.explain import DETECTION_METHODS, explain_detections, match
+    from ..outputs import write_npz
+    from ..robustness import corrupt
+    from .grid import condition_title, conditions
+
+    method = next((m for m in settings.methods if m in DETECTION_METHODS), "gradcam")
+    conds = conditions(settings.grid_corruptions, settings.grid_severities)
+    dataset = build_detection_dataset(settings.detection_data, settings.split, masks=False,
+                                      length=settings.samples, image_size=models[0].input_size)
+    samples, arrays = [], {}
+    for i in range(min(settings.samples, len(dataset))):
+        image, target = dataset[i]
+        # The same noise for every detector: the corrupted image is the condition, not the model.
+        inputs = [image if name == "clean" else corrupt(image[None], name, severity, settings.backend,
+                                                        seed=settings.seed * 100_003 + i)[0].clamp(0, 1)
+                  for name, severity in conds]
+        found = {}
+        for m in models:
+            found[m.label] = []
+            maps = []
+            for pixels in inputs:
+                explained = explain_detections(m, pixels, [method], settings.layer, DETECTION_SCORE, 1)
+                det = explained.detections
+                if len(det["scores"]):
+                    label = int(det["labels"][0])
+                    hit = bool(match(det["boxes"][:1], det["labels"][:1], target["boxes"], target["labels"]))
+                    found[m.label].append({"class": m.class_names[label - 1], "score": round(float(det["scores"][0]), 4),
+                                           "box": [round(float(v), 2) for v in det["boxes"][0]], "matched": hit})
+                    maps.append(explained.maps[method][0])
+                else:
+                    found[m.label].append(None)
+                    maps.append(np.zeros(pixels.shape[-2:], np.float32))
+            arrays[f"image{i + 1}/{m.label}/heatmaps"] = np.stack(maps).astype(np.float16)
+        stacked = torch.stack(inputs).permute(0, 2, 3, 1).numpy()
+        arrays[f"image{i + 1}/inputs"] = stacked.astype(np.float16)
+        record = {"image_id": int(target["image_id"]), "conditions": [condition_title(c) for c in conds],
+                  "models": found}
+        path = grid_figure(record, stacked, {label: arrays[f"image{i + 1}/{label}/heatmaps"] for label in found},
+                           out / "figures" / f"detection_grid_{i + 1}.png",
+                           f"Image {i + 1} ({settings.detection_data} {settings.split}, id {record['image_id']}): "
+                           f"{len(target['boxes'])} object{'s' * (len(target['boxes']) != 1)}")
+        record["figure"] = path.relative_to(out).as_posix()
+        samples.append(record)
+    write_npz(out / "detection_grid.npz", arrays)
+    return {"method": method, "layer": settings.layer, "score_threshold": DETECTION_SCORE, "samples": samples}
+
+
+def grid_figure(record: dict, inputs, maps: dict, path: Path, title: str) -> Path:
+    """Top row: the image per condition; then per detector its best detection's box, class and
+    score over that detection's heatmap (vermillion and an x when it matches no object of its class)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from ..attention.plots import STYLE
+    from ..explain.figures import blend
+    from .figures import save_png
+    from .grid import WRONG, _two_lines
+
+    labels = list(record["models"])
+    cols = len(record["conditions"])
+    cell, gap, caption = 0.95, 0.05, 0.34  # inches, as the classifiers' grids
+    left, right, top, bottom = 1.9, 0.1, 0.75, 0.05
+    width = left + cols * (cell + gap) + right
+    height = top + cell + gap + len(labels) * (cell + caption + gap) + bottom
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=(width, height))
+
+        def axes(r: int, c: int):
+            start = top if r == 0 else top + cell + gap + (r - 1) * (cell + caption + gap)
+            ax = fig.add_axes(((left + c * (cell + gap)) / width, (height - start - cell) / height,
+                               cell / width, cell / height))
+            ax.set_axis_off()
+            return ax
+
+        for c, column in enumerate(record["conditions"]):
+            ax = axes(0, c)
+            ax.imshow(inputs[c])
+            ax.set_title(_two_lines(column), fontsize=7.5, pad=3, linespacing=1.1)
+            if c == 0:
+                ax.text(-0.08, 0.5, "input", transform=ax.transAxes, ha="right", va="center", fontsize=8)
+        for r, label in enumerate(labels, start=1):
+            for c, found in enumerate(record["models"][label]):
+                ax = axes(r, c)
+                ax.imshow(blend(inputs[c], maps[label][c].astype(np.float32)) if found else inputs[c])
+                if found:
+                    x0, y0, x1, y1 = found["box"]
+                    colour = "white" if found["matched"] else WRONG
+                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2, ec=colour))
+                    text = f"{'' if found['matched'] else 'x '}{found['class']}\n{found['score']:.2f}"
+                else:
+                    text = f"none >= {DETECTION_SCORE:g}"
+                ax.text(0.5, -0.03, text, transform=ax.transAxes, ha="center", va="top", fontsize=7,
+                        linespacing=1.05, color="black" if found and found["matched"] else WRONG)
+                if c == 0:
+                    ax.text(-0.08, 0.5, label.replace("_resnet", "\nresnet"), transform=ax.transAxes, ha="right",
+                            va="center", fontsize=7.5)
+        fig.suptitle(title, fontsize=9.5, y=1 - 0.08 / height, va="top")
+        return save_png(fig, path)
 
 
 # ------------------------------------------------------------------ figures ----------
@@ -200,3 +311,14 @@ def section(report: dict, doc) -> None:
     if "detection_mpc_rpc" in figures:
         doc.figure(figures["detection_mpc_rpc"], "Left: clean box AP (hatched) and mPC (filled) per detector. Right: "
                    "rPC, the share of the clean AP kept under corruption; the dashed line is 100%.", "mPC and rPC bars")
+    grid = det.get("grid") or {}
+    if grid.get("samples"):
+        doc.heading("Detections and their heatmaps, clean and corrupted")
+        doc.paragraph(f"For a few images, each detector's best detection (score at least {grid['score_threshold']:g}) "
+                      f"with its {grid['method']} heatmap at {grid['layer']} (pytorch-grad-cam's box-score target: "
+                      "that detection's score), on the clean image and under each corruption; the same corrupted "
+                      "image for every detector. White box: the detection matches an object of its class (IoU at "
+                      "least 0.5); vermillion with an x: it does not. Inputs and maps: detection_grid.npz.")
+        for sample in grid["samples"]:
+            doc.figure(sample["figure"], f"Image id {sample['image_id']}: best detection and its {grid['method']} "
+                       "heatmap per detector (rows) and condition (columns).", "detections and heatmaps grid")

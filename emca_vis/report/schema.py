@@ -203,6 +203,19 @@ class DetectionRow(_Open):
     train_bbox_AP: Fraction | None = None
 
 
+class DetectionGridSample(_Open):
+    image_id: Count
+    conditions: list[Name] = Field(min_length=1, max_length=100)
+    figure: Figure
+
+
+class DetectionGrid(_Open):
+    method: Name
+    layer: Name
+    score_threshold: Fraction
+    samples: list[DetectionGridSample] = Field(default_factory=list, max_length=100)
+
+
 class Detection(_Open):
     """The detector checkpoints' part (:mod:`.detection`)."""
 
@@ -211,6 +224,7 @@ class Detection(_Open):
     models: list[DetectionRow] = Field(min_length=1, max_length=MAX_MODELS)
     robustness: DetectionResults
     figures: dict[Name, Figure] = Field(default_factory=dict, max_length=50)
+    grid: DetectionGrid | None = None
 
     @model_validator(mode="after")
     def _same_models(self) -> Detection:

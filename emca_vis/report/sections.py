@@ -318,4 +318,4 @@ def settings_section(report: dict, doc) -> None:
                   "attention.json (every channel-scale statistic), grad_cam_grid.npz (inputs and heatmaps of the "
                   "grids) and figures/."
                   + (" Detectors: detection_robustness.json and detection_robustness.csv (every COCO metric per "
-                     "corruption and severity)." if report.get("detection") else ""))
+                     "corruption and severity), detection_grid.npz (inputs and heatmaps of the detection grids)." if report.get("detection") else ""))

@@ -1,4 +1,4 @@
-"""Corruption robustness: ImageNet-C corruptions, -C datasets and CE / mCE.
+"""Corruption robustness: ImageNet-C corruptions, -C datasets, CE / mCE (classifiers), mPC / rPC (detectors).
 
     from emca_vis.robustness import corrupt, evaluate
     results = evaluate(checkpoint=["a.safetensors"], corruptions=["fog"], n=100, out="r.json")
