@@ -17,7 +17,7 @@ from emca_vis.detection import explain
 from emca_vis.detection.data import multishapes, render_scene
 from emca_vis.detection.models import create_detector
 from emca_vis.explain.evaluate import main as evaluate_main
-from emca_vis.explain.evaluate import pointing_tolerance
+from emca_vis.explain.metrics import pointing_tolerance
 from emca_vis.gradcam import main as gradcam_main
 from emca_vis.images import load_image
 from emca_vis.inputs import load_models
@@ -189,6 +189,12 @@ def test_evaluate_scores_matched_detections_by_hand(monkeypatch):
     assert row["pointing_game_mean"] == pytest.approx((matched - 1) / matched)
     assert row["energy_pointing_game_mean"] == pytest.approx((matched - 1) / matched)
     assert row["pointing_game_ci_low"] < row["pointing_game_mean"] < row["pointing_game_ci_high"] <= 1
+    # per class: the missed object's class has one hit in two or fewer tries, every other class all hits
+    labels = [int(t) for truth in truths for t in truth["labels"]][:-1]  # the unmatched object is last
+    missed = int(truths[0]["labels"][0])
+    rates = [1 - (1 if c == missed else 0) / labels.count(c) for c in sorted(set(labels))]
+    assert row["pointing_game_per_class_mean"] == pytest.approx(np.mean(rates))
+    assert row["pointing_game_classes"] == len(set(labels))
 
 
 def test_match_is_greedy_by_score_with_class_and_iou():
@@ -207,7 +213,8 @@ def test_evaluate_cli_on_multishapes(cli, tmp_path):
     [row] = json.loads((tmp_path / "scores.json").read_text())["rows"]
     assert row["method"] == "layercam" and 1 <= row["n"] <= row["objects"] and row["recall"] > 50
     assert row["pointing_game_mean"] > 0.5
-    assert "| model | method | n | recall (%) | pointing game (%) | energy PG (%) |" in result.stdout
+    assert ("| model | method | n | recall (%) | pointing game (%) | PG per class (%) | energy PG (%) |"
+            in result.stdout)
     refused = cli(evaluate_main, "--checkpoint", DEMO, "--data", "multishapes", "--faithfulness", "--out",
                   tmp_path / "f")
     assert refused.returncode == 2 and refused.stderr == (
