@@ -244,9 +244,10 @@ def match(boxes: Tensor, labels: Tensor, truth_boxes: Tensor, truth_labels: Tens
 
 def score_heatmaps(loaded, spec: str, split: str, n: int, methods, args, tolerance_of) -> list[dict]:
     """One row per method: the heatmaps of the kept detections that match a ground-truth object
-    (:func:`match`) scored by the pointing game (the peak within ``tolerance_of(min(H, W))``
-    pixels of the object's mask, its box where the data have no masks) and the energy inside
-    the object's box; ``recall`` is the share of objects matched (%)."""
+    (:func:`match`) scored by the pointing game (the peak less than ``tolerance_of(min(H, W))``
+    pixels from the object's mask, its box where the data have no masks; per detection, and per
+    class then averaged) and the energy inside the object's box; ``recall`` is the share of
+    objects matched (%)."""
     dataset = build_detection_dataset(spec, split, masks=True, length=n, image_size=loaded.input_size)
     unknown = [name for name in dataset.classes if name not in loaded.class_names]
     if unknown:
@@ -254,6 +255,7 @@ def score_heatmaps(loaded, spec: str, split: str, n: int, methods, args, toleran
                             f"({len(unknown)} of its {len(dataset.classes)} classes are unknown to it)")
     to_model = torch.tensor([0] + [loaded.class_names.index(name) + 1 for name in dataset.classes])
     scores = {method: {"pointing_game": [], "energy_pointing_game": []} for method in methods}
+    classes = []  # the class of each matched object, for the per-class pointing game
     objects = matched = 0
     for index in range(min(n, len(dataset))):
         pixels, target = dataset[index]
@@ -267,6 +269,7 @@ def score_heatmaps(loaded, spec: str, split: str, n: int, methods, args, toleran
         height, width = pixels.shape[-2:]
         tolerance = tolerance_of(min(height, width))
         for d, g in pairs:
+            classes.append(int(truth_labels[g]))
             box = metrics.boxes_to_masks([[tuple(target["boxes"][g].tolist())]], height, width)
             mask = target["masks"][g].numpy().astype(bool)[None] if "masks" in target else box
             mask = mask if mask.any() else box
@@ -284,6 +287,9 @@ def score_heatmaps(loaded, spec: str, split: str, n: int, methods, args, toleran
         for key, values in scores[method].items():
             summary = metrics.summarize(values, proportion=key == "pointing_game")
             row.update({f"{key}_{stat}": summary[stat] for stat in ("mean", "ci_low", "ci_high")})
+        per_class = metrics.per_class_mean(scores[method]["pointing_game"], classes)
+        row.update({f"pointing_game_per_class_{stat}": per_class[stat] for stat in ("mean", "ci_low", "ci_high")},
+                   pointing_game_classes=per_class["classes"])
         rows.append(row)
     return rows
 

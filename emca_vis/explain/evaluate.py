@@ -117,7 +117,7 @@ def model_plan(loaded: LoadedModel, args, tool: str) -> tuple[list[str], str, st
     methods = list(args.method or task.default_methods[tool])
     for method in methods:
         task.check_method(loaded, method)
-    layer = args.layer or task.default_layer
+    layer = task.default_layer if args.layer is None else args.layer
     if any(method in LAYER_METHODS for method in methods):
         task.check_layer(loaded, layer)
     task.check_targets(loaded, args)
