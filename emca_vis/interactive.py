@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision.transforms import v2 as T  # noqa: E402
+from torchvision.transforms.functional import to_pil_image  # noqa: E402
 
 from .attention.analysis import AttentionStats  # noqa: E402
 from .attention.plots import OKABE_ITO, STYLE, scale_weights_figure, scaling_figure, source_share_figure  # noqa: E402
@@ -207,7 +208,7 @@ def load_model(path: str | Path, label: str | None = None) -> LoadedModel:
     """One checkpoint, labelled ``label`` (default: its model name); an error names the file."""
     errors: list[str] = []
     try:
-        loaded = load_models([path], errors)[0]
+        loaded = load_models([path], errors, task=None)[0]
     except UserError:
         raise UserError(errors[0] if errors else f"{path}: cannot be loaded") from None
     if label:
@@ -372,6 +373,8 @@ def model_mask(loaded: LoadedModel, mask: np.ndarray | None) -> np.ndarray | Non
     """An object mask of the original image mapped through the model's resize and centre crop."""
     if mask is None:
         return None
+    if is_detector(loaded):  # a detector sees the whole image
+        return mask if mask.any() else None
     transform = ResizeCenterCrop(loaded.resize, loaded.input_size, T.InterpolationMode.NEAREST, tensor=False)
     mapped = np.asarray(transform(Image.fromarray(mask.astype(np.uint8) * 255))) >= 128
     return mapped if mapped.any() else None
@@ -545,7 +548,7 @@ def detection_view(loaded: LoadedModel, source: InputImage, x: torch.Tensor, exp
         pairs = dict(match(found["boxes"], found["labels"], torch.tensor([b for _, b in truth], dtype=torch.float32),
                            truth_labels))
     height, width = image.shape[:2]
-    tolerance = round(POINTING_TOLERANCE_AT_224 * min(height, width) / 224)
+    tolerance = pointing_tolerance(min(height, width))
     detections = []
     for d, (box, label, score) in enumerate(zip(found["boxes"].tolist(), found["labels"].tolist(),
                                                 found["scores"].tolist())):
@@ -626,13 +629,19 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | None = None, mask: np.ndarr
 def attention_results(models: Sequence[LoadedModel], source: InputImage, corruption: str | None = None,
                       severity: int = 3) -> dict[str, dict]:
     """``{label: result}`` as in ``attention.json``: every attention module's channel scales for
-    this one image (clean, or corrupted when ``corruption`` is given), grouped by the predicted class."""
+    this one image (clean, or corrupted when ``corruption`` is given), grouped by the predicted class
+    (a detector: its backbone, by the class of its largest detection)."""
     results = {}
     for loaded in models:
-        x = loaded.normalise(views(loaded, source.image, corruption, severity)["corrupted" if corruption else "clean"])
-        stats = AttentionStats(loaded.model, loaded.class_names)
+        x = views(loaded, source.image, corruption, severity)["corrupted" if corruption else "clean"]
         with _MODEL_LOCK, torch.no_grad():
-            stats.update(x, loaded.model(x).argmax(1))
+            if is_detector(loaded):  # the backbone, grouped by the largest detection's class
+                model, batches, _ = loaded.task.attention_images(loaded, [to_pil_image(x[0])])
+            else:
+                model, batches = loaded.model, [(loaded.normalise(x), loaded.model(loaded.normalise(x)).argmax(1))]
+            stats = AttentionStats(model, loaded.class_names)
+            for images, labels in batches:
+                stats.update(images, labels)
         results[loaded.label] = stats.result()
     return results
 
