@@ -31,6 +31,10 @@ SLOW_METHODS = ("scorecam", "ablationcam", "integrated_gradients", "occlusion")
 DEFAULT_CORRUPTION = "gaussian_noise"
 NO_CORRUPTION = "none"
 PANELS = ("Compare", "Attention", "Robustness", "Models")
+# A detection's own evidence: LayerCAM keeps each detection's gradients where they are, and the
+# finest pyramid level is what the box head reads for small objects; Grad-CAM's pooled weights
+# light up every object of a kind, and layer4 is 4x4 cells at 128 px.
+DETECTOR_METHOD, DETECTOR_LAYER = "layercam", "fpn.0"
 
 
 def sidebar() -> tuple[dict, dict]:
@@ -43,7 +47,7 @@ def sidebar() -> tuple[dict, dict]:
                            help="The demo checkpoints and every folder with checkpoints (`*.safetensors`, `*.pth`, "
                                 f"`*.pt`) under {esc(root)} (set `EMCA_VIS_CHECKPOINT_ROOT` to list another root).")
     # file links may point anywhere inside the folder's root, never out of it
-    listing_root = folders[folder] if folder == iv.DEMO_FOLDER else root
+    listing_root = folders[folder] if folder in (iv.DEMO_FOLDER, iv.DEMO_DETECTOR_FOLDER) else root
     options, skipped = panels.checkpoint_options(str(folders[folder]), str(listing_root))
     if skipped:
         bar.warning(f"Not offered: {esc('; '.join(skipped))}")
@@ -52,10 +56,19 @@ def sidebar() -> tuple[dict, dict]:
     chosen = bar.multiselect("Models to compare", list(options), default=iv.default_models(list(options)),
                              key=f"models:{folder}", help="EMCA models and their baselines; the order is kept.")
 
+    models = panels.load_selected({label: options[label] for label in chosen}, str(listing_root))
+    detectors = bool(models) and all(m is not None and iv.is_detector(m) for m in models.values())
+
     bar.subheader("Image")
     source = bar.radio("Image source", SOURCES, key="source", horizontal=True, label_visibility="collapsed")
-    settings = {"source": source, "folder": folder, "models": {label: options[label] for label in chosen}}
-    if source == "Shapes sample":
+    settings = {"source": source, "folder": folder, "models": {label: options[label] for label in chosen},
+                "scenes": detectors}
+    if source == "Shapes sample" and detectors:
+        names = panels.scene_names()
+        settings["sample"] = bar.selectbox("Scene (multishapes test split)", range(len(names)), index=iv.DEFAULT_SAMPLE,
+                                           format_func=names.__getitem__, key="scene",
+                                           help="Synthetic scenes with known objects (boxes and masks).")
+    elif source == "Shapes sample":
         names = panels.sample_names()
         settings["sample"] = bar.selectbox("Sample (shapes test split)", range(len(names)), index=iv.DEFAULT_SAMPLE,
                                            format_func=names.__getitem__, key="sample",
@@ -78,17 +91,31 @@ def sidebar() -> tuple[dict, dict]:
             bar.warning(f"Not offered: {esc('; '.join(skipped))}")
 
     bar.subheader("Explanation")
+    methods = list(iv.DETECTION_METHODS) if detectors else list(METHODS)
     settings["method"] = bar.selectbox(
-        "Method", METHODS, index=METHODS.index("gradcam"), key="method",
-        help=f"CAMs from pytorch-grad-cam, attributions from Captum. {', '.join(SLOW_METHODS)} take "
-             "seconds per model on a CPU.")
-    models = panels.load_selected(settings["models"], str(listing_root))
-    classes = iv.class_choices([m for m in models.values() if m is not None]) if models else []
-    settings["target"] = bar.selectbox("Target class", ["predicted class", *classes], key="target",
-                                       help="Explain each view's predicted class, or one class by name.")
-    layers = panels.layers([m for m in models.values() if m is not None])
-    settings["layer"] = bar.selectbox("Layer", layers or ["layer4"], key="layer",
-                                      help="CAM target layer: a stage's output or one block.")
+        "Method", methods, index=methods.index(DETECTOR_METHOD if detectors else "gradcam"),
+        key="detector_method" if detectors else "method",
+        help=(f"CAMs from pytorch-grad-cam, attributions from Captum. {', '.join(SLOW_METHODS)} take "
+              "seconds per model on a CPU." if not detectors else
+              "CAMs of each detection's box score (pytorch-grad-cam's FasterRCNNBoxScoreTarget); EigenCAM "
+              "needs no gradient and gives one map per image."))
+    if detectors:
+        settings["target"] = "detections"
+        settings["score_threshold"] = bar.slider("Score threshold", min_value=0.05, max_value=0.95, value=0.5,
+                                                 step=0.05, key="score_threshold",
+                                                 help="Detections scoring at least this are drawn and explained.")
+        settings["max_detections"] = bar.slider("Detections to explain", min_value=1, max_value=8, value=3,
+                                                key="max_detections", help="The best-scoring ones, per view.")
+    else:
+        classes = iv.class_choices([m for m in models.values() if m is not None]) if models else []
+        settings["target"] = bar.selectbox("Target class", ["predicted class", *classes], key="target",
+                                           help="Explain each view's predicted class, or one class by name.")
+    layers = panels.layers([m for m in models.values() if m is not None]) or ["layer4"]
+    settings["layer"] = bar.selectbox("Layer", layers, key="detector_layer" if detectors else "layer",
+                                      index=layers.index(DETECTOR_LAYER) if detectors and DETECTOR_LAYER in layers else 0,
+                                      help="CAM target layer: a stage's output or one block"
+                                           + ("; or a feature-pyramid level (fpn.0 is the finest)." if detectors
+                                              else "."))
 
     bar.subheader("Corruption")
     corruptions = [NO_CORRUPTION, *iv.CORRUPTIONS]

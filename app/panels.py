@@ -120,13 +120,23 @@ def load_selected(chosen: dict[str, str], root: str | None = None) -> dict[str, 
 def layers(models: list[LoadedModel]) -> list[str]:
     names: list[str] = []
     for loaded in models:
-        names += [name for name in iv.layer_choices(loaded.model) if name not in names]
+        names += [name for name in iv.layer_choices(loaded) if name not in names]
     return names
+
+
+@st.cache_data(show_spinner=False)
+def scene_names() -> list[str]:
+    return iv.scene_names()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _sample(index: int, size: int) -> iv.InputImage:
     return iv.sample_image(index, size)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _scene(index: int) -> iv.InputImage:
+    return iv.scene_image(index)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -153,10 +163,11 @@ def read_upload(name: str, data: bytes) -> tuple[iv.InputImage | None, str | Non
 def current_image(settings: dict, size: int = 64) -> iv.InputImage:
     """The image of the chosen source; a bad upload is reported and the previous image kept.
 
-    Shapes samples are rendered at ``size`` (the largest input size of the chosen models)."""
-    fallback = _sample(iv.DEFAULT_SAMPLE, size)
+    Shapes samples are rendered at ``size`` (the largest input size of the chosen models);
+    detectors get multishapes scenes instead."""
+    fallback = _scene(iv.DEFAULT_SAMPLE) if settings.get("scenes") else _sample(iv.DEFAULT_SAMPLE, size)
     if settings["source"] == "Shapes sample":
-        return _sample(settings["sample"], size)
+        return _scene(settings["sample"]) if settings.get("scenes") else _sample(settings["sample"], size)
     if settings["source"] == "Upload":
         uploaded = settings.get("upload")
         if uploaded is None:
@@ -226,6 +237,26 @@ def _stability(path: str, label: str, image_key: str, method: str, target: str |
     return iv.view_stability(_loaded, _source, _views[0], _views[1], x, method, layer)
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _detection_signals(path: str, label: str, image_key: str, layer: str, score_threshold: float, max_detections: int,
+                       corruption: str | None, severity: int, _loaded: LoadedModel, _source: iv.InputImage) -> tuple:
+    """One view through a detector with every detection CAM (a method change runs no model)."""
+    x = iv.view_input(_loaded, _source, corruption, severity)
+    return x, iv.detection_signals(_loaded, x, layer, score_threshold, max_detections)
+
+
+def _detect(path: str, label: str, image_key: str, method: str, layer: str, score_threshold: float,
+            max_detections: int, corruption: str | None, severity: int, _loaded: LoadedModel,
+            _source: iv.InputImage) -> dict:
+    """:func:`iv.detection_view` of the clean and the corrupted view, each view cached on its own."""
+    views = []
+    for c, s in [(None, 0)] + ([(corruption, severity)] if corruption else []):
+        x, explained = _detection_signals(path, label, image_key, layer, score_threshold, max_detections, c, s,
+                                          _loaded=_loaded, _source=_source)
+        views.append(iv.detection_view(_loaded, _source, x, explained, "corrupted" if c else "clean", method))
+    return {"label": label, "method": method, "layer": layer, "views": views}
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _inputs(path: str, label: str, image_key: str, corruption: str | None, severity: int, _loaded: LoadedModel,
             _source: iv.InputImage) -> dict:
@@ -260,14 +291,22 @@ def compare_panel(models: list[LoadedModel], source: iv.InputImage, settings: di
     view_names = {"clean": "clean", "corrupted": f"{(corruption or '').replace('_', ' ')}, severity {severity}"}
     truth = f" · ground truth: **{esc(source.label)}**" if source.label else ""
     box = " (green box)" if source.mask is not None else " · no ground-truth box for this image"
+    if source.objects:
+        truth = " · ground truth: " + ", ".join(f"**{esc(name)}**" for name, _ in source.objects)
+        box = " (green boxes)"
     st.markdown(f"**{esc(source.name)}**{truth}{box} · {method} on `{layer}` · "
                 f"target: {esc(settings['target'])}")
     results = {}
     for loaded in models:
-        key = (str(loaded.path), loaded.label, source.key, method, target, layer, corruption, severity)
         try:
             with st.spinner(f"{method} for {esc(loaded.label)}..."):
-                results[loaded.label] = _explain(*key, _loaded=loaded, _source=source)
+                if iv.is_detector(loaded):
+                    results[loaded.label] = _detect(str(loaded.path), loaded.label, source.key, method, layer,
+                                                    settings["score_threshold"], settings["max_detections"],
+                                                    corruption, severity, _loaded=loaded, _source=source)
+                else:
+                    results[loaded.label] = _explain(str(loaded.path), loaded.label, source.key, method, target,
+                                                     layer, corruption, severity, _loaded=loaded, _source=source)
         except Exception as error:  # one model's failure is shown in its cell; the others go on
             if not isinstance(error, UserError):
                 log.exception("%s of %s failed", method, loaded.path)
@@ -280,7 +319,8 @@ def compare_panel(models: list[LoadedModel], source: iv.InputImage, settings: di
         row = models[start:start + GRID_COLUMNS]
         for column, loaded in zip(st.columns(min(GRID_COLUMNS, len(models))), row):
             with column.container(border=True):
-                _model_cell(loaded, results[loaded.label], view_names)
+                cell = _detection_cell if iv.is_detector(loaded) else _model_cell
+                cell(loaded, results[loaded.label], view_names)
 
 
 def _model_cell(loaded: LoadedModel, result: dict | str, view_names: dict) -> None:
@@ -300,6 +340,29 @@ def _model_cell(loaded: LoadedModel, result: dict | str, view_names: dict) -> No
                 lines.append(esc(iv.stability_text(result["stability"])))
             st.caption("  \n".join(lines))
             st.caption(top5_text(view["top5"]))
+
+
+def _detection_cell(loaded: LoadedModel, result: dict | str, view_names: dict) -> None:
+    """A detector's views side by side: its detections, then one heatmap per detection."""
+    st.markdown(f"#### {esc(loaded.label)}")
+    if isinstance(result, str):
+        st.warning(result)
+        return
+    for column, view in zip(st.columns(len(result["views"])), result["views"]):
+        with column:
+            found = view["detections"]
+            st.image(view["overlay"], width="stretch", alt=f"detections {loaded.label} {view['view']}",
+                     caption=f"{view_names[view['view']]}: {len(found)} detection{'s' * (len(found) != 1)}")
+            for detection in found:
+                st.image(detection["overlay"], width="stretch",
+                         alt=f"heatmap {loaded.label} {view['view']} #{detection['index']}")
+                lines = [f"#{detection['index']} **{esc(detection['class'])}** {_percent(detection['score'])}"]
+                if detection["pointing"] is not None:
+                    lines.append(f"pointing game: {'hit' if detection['pointing'] else 'miss'} · energy "
+                                 f"{detection['energy']:.2f}")
+                elif detection["matched"] is None and view.get("has_truth"):
+                    lines.append("matches no ground-truth object")
+                st.caption("  \n".join(lines))
 
 
 def top5_text(top5: list[tuple[str, float]]) -> str:

@@ -31,12 +31,15 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision.transforms import v2 as T  # noqa: E402
+from torchvision.transforms.functional import to_pil_image  # noqa: E402
 
 from .attention.analysis import AttentionStats  # noqa: E402
 from .attention.plots import OKABE_ITO, STYLE, scale_weights_figure, scaling_figure, source_share_figure  # noqa: E402
 from .checkpoint import read_metadata  # noqa: E402
 from .data.shapes import SHAPE_CLASSES, render_sample  # noqa: E402
-from .demo import DEMO_MODELS, demo_dir  # noqa: E402
+from .detection.data import MULTISHAPES_CLASSES, render_scene  # noqa: E402
+from .detection.explain import DETECTION_METHODS  # noqa: E402
+from .demo import DEMO_DETECTORS, DEMO_MODELS, demo_detector_dir, demo_dir  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .explain import heatmaps, predict, resolve_target  # noqa: E402
 from .explain.heatmaps import SIGNAL_CAMS, LayerSignals, cam_from_signals, layer_signals  # noqa: E402
@@ -54,10 +57,12 @@ from .validation import regular_file  # noqa: E402
 from .robustness.results import read_results as read_results_file  # noqa: E402  (a listed results file)
 
 DEMO_FOLDER = "demo checkpoints"
+DEMO_DETECTOR_FOLDER = "demo detectors"
 DEFAULT_MODELS = ("resnet18", "resnet18_eca", "resnet18_emca_eca")
 SAMPLE_SPLIT = "test"
 SAMPLE_COUNT = 24
 DEFAULT_SAMPLE = 7  # the image `make demo` writes to runs/demo/sample.png
+SCENE_SIZE = 128  # px: multishapes scenes, the demo detectors' training size
 MAX_PIXELS = 40_000_000  # uploads and dropped images above this are refused before decoding
 MAX_UPLOAD_BYTES = 20 << 20  # as streamlit's server.maxUploadSize in .streamlit/config.toml
 MAX_RESULTS_UPLOAD_BYTES = 4 << 20  # an uploaded results JSON; a full run of 100 models is under 1 MB
@@ -144,10 +149,12 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".pth.tar")
 
 
 def checkpoint_folders(root: str | Path | None = None) -> dict[str, Path]:
-    """``{name: folder}``: the demo checkpoints, then every folder under ``root`` (up to
-    :data:`SEARCH_DEPTH` levels) that holds checkpoint files (:data:`CHECKPOINT_SUFFIXES`). Names
-    are paths relative to the root; folders reached through links that leave the root are not listed."""
+    """``{name: folder}``: the demo checkpoints and demo detectors, then every folder under ``root``
+    (up to :data:`SEARCH_DEPTH` levels) that holds checkpoint files (:data:`CHECKPOINT_SUFFIXES`).
+    Names are paths relative to the root; folders reached through links that leave the root are not listed."""
     folders = {DEMO_FOLDER: demo_dir()}
+    if demo_detector_dir().is_dir():
+        folders[DEMO_DETECTOR_FOLDER] = demo_detector_dir()
     root = Path(root) if root is not None else checkpoint_root()
     if not root.is_dir():
         return folders
@@ -184,21 +191,24 @@ def checkpoint_options(folder: str | Path, root: str | Path | None = None,
             names[path] = path.stem
     counts = Counter(names.values())
     options = {(name if counts[name] == 1 else path.stem): path for path, name in names.items()}
-    order = {name: i for i, name in enumerate(DEMO_MODELS)}
+    order = {name: i for i, name in enumerate(DEMO_MODELS + DEMO_DETECTORS)}
     return dict(sorted(options.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
 def default_models(labels: Sequence[str]) -> list[str]:
-    """Plain, ECA and EMCA-ECA when offered, otherwise the first three."""
-    chosen = [label for label in DEFAULT_MODELS if label in labels]
-    return chosen if len(chosen) == len(DEFAULT_MODELS) else list(labels[:3])
+    """Plain, ECA and EMCA-ECA when offered (the demo detectors when they are), otherwise the first three."""
+    for defaults in (DEFAULT_MODELS, DEMO_DETECTORS):
+        chosen = [label for label in defaults if label in labels]
+        if len(chosen) == len(defaults):
+            return chosen
+    return list(labels[:3])
 
 
 def load_model(path: str | Path, label: str | None = None) -> LoadedModel:
     """One checkpoint, labelled ``label`` (default: its model name); an error names the file."""
     errors: list[str] = []
     try:
-        loaded = load_models([path], errors)[0]
+        loaded = load_models([path], errors, task=None)[0]
     except UserError:
         raise UserError(errors[0] if errors else f"{path}: cannot be loaded") from None
     if label:
@@ -218,6 +228,7 @@ class InputImage:
     image: Image.Image
     mask: np.ndarray | None = None
     label: str | None = None  # ground-truth class name, when known
+    objects: tuple[tuple[str, np.ndarray], ...] = ()  # a scene's objects: (class name, bool mask [H, W])
 
     @cached_property
     def key(self) -> str:
@@ -226,6 +237,9 @@ class InputImage:
         digest.update(self.image.tobytes())
         if self.mask is not None:
             digest.update(np.packbits(self.mask).tobytes())
+        for name, mask in self.objects:
+            digest.update(name.encode())
+            digest.update(np.packbits(mask).tobytes())
         return digest.hexdigest()[:16]
 
 
@@ -239,6 +253,19 @@ def sample_image(index: int, size: int = 64) -> InputImage:
     sample = render_sample(0, SAMPLE_SPLIT, index, size)
     label = SHAPE_CLASSES[sample.label]
     return InputImage(f"shapes {SAMPLE_SPLIT} #{index} ({label})", sample.image, sample.mask, label)
+
+
+def scene_names(count: int = SAMPLE_COUNT) -> list[str]:
+    """Display names of the multishapes scenes offered to detectors, ``"#2 square, circle"``."""
+    return [f"#{i} " + ", ".join(MULTISHAPES_CLASSES[label] for label, _ in
+                                 render_scene(0, SAMPLE_SPLIT, i, SCENE_SIZE, draw=False)[1]) for i in range(count)]
+
+
+def scene_image(index: int, size: int = SCENE_SIZE) -> InputImage:
+    """Scene ``index`` of the multishapes test split with its objects (the detectors' samples)."""
+    image, objects = render_scene(0, SAMPLE_SPLIT, index, size)
+    return InputImage(f"multishapes {SAMPLE_SPLIT} #{index}", image,
+                      objects=tuple((MULTISHAPES_CLASSES[label], mask) for label, mask in objects))
 
 
 def upload_image(name: str, data: bytes, max_pixels: int = MAX_PIXELS) -> InputImage:
@@ -316,10 +343,16 @@ def torch_threads(models: Sequence[LoadedModel], setting: str | None = None) -> 
     return max(1, cores or 1)
 
 
-def layer_choices(model: nn.Module) -> list[str]:
-    """Target layers for CAMs: the stages, deepest first, then their blocks."""
+def layer_choices(loaded: LoadedModel) -> list[str]:
+    """Target layers for CAMs: the stages, deepest first, then their blocks; for a detector, those
+    of its backbone and then its feature pyramid's levels, coarsest first."""
+    model = loaded.model.backbone.body if is_detector(loaded) else loaded.model
     stages = [name for name, _ in model.named_children() if name.startswith("layer")][::-1]
     blocks = [f"{stage}.{i}" for stage in stages for i in range(len(model.get_submodule(stage)))]
+    if is_detector(loaded):
+        from .detection.explain import pyramid_levels
+
+        return stages + [f"fpn.{level}" for level in pyramid_levels(loaded.model)][::-1] + blocks
     return stages + blocks
 
 
@@ -340,6 +373,8 @@ def model_mask(loaded: LoadedModel, mask: np.ndarray | None) -> np.ndarray | Non
     """An object mask of the original image mapped through the model's resize and centre crop."""
     if mask is None:
         return None
+    if is_detector(loaded):  # a detector sees the whole image
+        return mask if mask.any() else None
     transform = ResizeCenterCrop(loaded.resize, loaded.input_size, T.InterpolationMode.NEAREST, tensor=False)
     mapped = np.asarray(transform(Image.fromarray(mask.astype(np.uint8) * 255))) >= 128
     return mapped if mapped.any() else None
@@ -473,6 +508,92 @@ def explain_view(loaded: LoadedModel, source: InputImage, x: torch.Tensor, probs
     return entry
 
 
+# ----------------------------------------------------------------------------------------------
+# detectors: detections and one heatmap per detection, clean and corrupted
+
+DETECTION_COLOUR = (255, 176, 0)  # amber boxes for detections; ground truth stays green
+
+
+def is_detector(loaded: LoadedModel) -> bool:
+    return loaded.task.name == "detection"
+
+
+def detection_signals(loaded: LoadedModel, x: torch.Tensor, layer: str, score_threshold: float,
+                      max_detections: int):
+    """One view ``x`` (``[1, 3, H, W]`` in [0, 1]) through a detector: its kept detections and every
+    detection CAM of each (one forward pass, one backward pass per detection), so a method change
+    only picks other maps (:func:`emca_vis.detection.explain.explain_detections`)."""
+    from .detection.explain import DETECTION_METHODS, explain_detections
+
+    with _MODEL_LOCK:
+        return explain_detections(loaded, x[0], DETECTION_METHODS, layer, score_threshold, max_detections)
+
+
+def detection_view(loaded: LoadedModel, source: InputImage, x: torch.Tensor, explained, view: str,
+                   method: str = "gradcam", size: int = DISPLAY_SIZE) -> dict:
+    """One view of a detector: ``{"view", "overlay"`` (the image with its detections and the
+    ground-truth boxes, uint8 ``[size, size, 3]``), ``"detections": [{"index", "class", "score",
+    "box", "overlay"`` (the detection's heatmap with its box), ``"heatmap", "matched"`` (the
+    ground-truth object it matches, same class and IoU >= 0.5, or None), ``"pointing", "energy"``
+    (of the heatmap against that object; None without one)}]}``."""
+    from .detection.explain import map_of, match
+
+    found = explained.detections
+    names = loaded.class_names
+    image = x[0].permute(1, 2, 0).numpy()
+    truth = [(name, _mask_box(mask)) for name, mask in source.objects]
+    pairs = {}
+    if truth:
+        truth_labels = torch.tensor([names.index(n) + 1 if n in names else 0 for n, _ in truth])
+        pairs = dict(match(found["boxes"], found["labels"], torch.tensor([b for _, b in truth], dtype=torch.float32),
+                           truth_labels))
+    height, width = image.shape[:2]
+    tolerance = pointing_tolerance(min(height, width))
+    detections = []
+    for d, (box, label, score) in enumerate(zip(found["boxes"].tolist(), found["labels"].tolist(),
+                                                found["scores"].tolist())):
+        heatmap = map_of(explained, method, d)
+        entry = {"index": d, "class": names[label - 1], "score": float(score), "box": box, "heatmap": heatmap,
+                 "matched": None, "pointing": None, "energy": None,
+                 "overlay": draw_boxes(overlay(image, heatmap, None, size), [(box, None)], size / max(height, width),
+                                       DETECTION_COLOUR)}
+        if d in pairs:
+            name, mask = source.objects[pairs[d]]
+            entry["matched"] = name
+            entry["pointing"] = bool(pointing_game(heatmap[None], mask[None], tolerance)[0])
+            entry["energy"] = float(energy_pointing_game(heatmap[None], mask[None])[0])
+        detections.append(entry)
+    scale = size / max(height, width)
+    picture = draw_boxes(overlay(image, None, None, size), [(b, None) for _, b in truth], scale, BOX_COLOUR)
+    picture = draw_boxes(picture, [(d["box"], f"#{d['index']} {d['class']} {d['score']:.2f}") for d in detections],
+                         scale, DETECTION_COLOUR)
+    return {"view": view, "overlay": picture, "detections": detections, "has_truth": bool(truth)}
+
+
+def _mask_box(mask: np.ndarray) -> list[float]:
+    """``[x0, y0, x1, y1]`` (exclusive ends) of a non-empty bool mask."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+
+
+def draw_boxes(picture: np.ndarray, boxes: Sequence[tuple[Sequence[float], str | None]], scale: float,
+               colour: tuple[int, int, int]) -> np.ndarray:
+    """``picture`` (uint8 ``[h, w, 3]``) with each ``(box, text)`` drawn, boxes in the original
+    image's pixels scaled by ``scale``; the text above the box, or inside it at the top edge."""
+    result = Image.fromarray(picture)
+    draw = ImageDraw.Draw(result)
+    line = max(1, picture.shape[1] // 112)
+    for box, text in boxes:
+        x0, y0, x1, y1 = (v * scale for v in box)
+        draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=line)
+        if text:
+            left, top, right, bottom = draw.textbbox((0, 0), text)
+            y = y0 - (bottom - top) - 3 if y0 >= bottom - top + 3 else y0 + line
+            draw.rectangle((x0, y, x0 + right - left + 3, y + bottom - top + 2), fill=colour)
+            draw.text((x0 + 2 - left, y + 1 - top), text, fill=(0, 0, 0))
+    return np.asarray(result)
+
+
 def input_views(loaded: LoadedModel, source: InputImage, corruption: str | None = None, severity: int = 3,
                 size: int = DISPLAY_SIZE) -> dict[str, np.ndarray]:
     """``{"clean": uint8 [size, size, 3], "corrupted": ...}``: what ``loaded`` sees, with the box."""
@@ -508,13 +629,19 @@ def overlay(image: np.ndarray, heatmap: np.ndarray | None = None, mask: np.ndarr
 def attention_results(models: Sequence[LoadedModel], source: InputImage, corruption: str | None = None,
                       severity: int = 3) -> dict[str, dict]:
     """``{label: result}`` as in ``attention.json``: every attention module's channel scales for
-    this one image (clean, or corrupted when ``corruption`` is given), grouped by the predicted class."""
+    this one image (clean, or corrupted when ``corruption`` is given), grouped by the predicted class
+    (a detector: its backbone, by the class of its largest detection)."""
     results = {}
     for loaded in models:
-        x = loaded.normalise(views(loaded, source.image, corruption, severity)["corrupted" if corruption else "clean"])
-        stats = AttentionStats(loaded.model, loaded.class_names)
+        x = views(loaded, source.image, corruption, severity)["corrupted" if corruption else "clean"]
         with _MODEL_LOCK, torch.no_grad():
-            stats.update(x, loaded.model(x).argmax(1))
+            if is_detector(loaded):  # the backbone, grouped by the largest detection's class
+                model, batches, _ = loaded.task.attention_images(loaded, [to_pil_image(x[0])])
+            else:
+                model, batches = loaded.model, [(loaded.normalise(x), loaded.model(loaded.normalise(x)).argmax(1))]
+            stats = AttentionStats(model, loaded.class_names)
+            for images, labels in batches:
+                stats.update(images, labels)
         results[loaded.label] = stats.result()
     return results
 
@@ -562,13 +689,18 @@ def model_facts(loaded: LoadedModel) -> dict:
     metrics, train = meta["metrics"], meta["train_args"]
     with _MODEL_LOCK:
         gflops = count_gflops(loaded.model, loaded.input_size)
+    if is_detector(loaded):
+        scores = {"val box AP": _maybe_round(metrics.get("val_bbox_AP"), 3),
+                  "val AP50": _maybe_round(metrics.get("val_bbox_AP50"), 3)}
+    else:
+        scores = {"val top-1 (%)": _maybe_round(metrics.get("val_top1"), 2),
+                  "val top-5 (%)": _maybe_round(metrics.get("val_top5"), 2)}
     return {
         "model": loaded.label,
         "architecture": meta["model"],
         "parameters": count_parameters(loaded.model),
         "GFLOPs": round(gflops, 4),
-        "val top-1 (%)": _maybe_round(metrics.get("val_top1"), 2),
-        "val top-5 (%)": _maybe_round(metrics.get("val_top5"), 2),
+        **scores,
         "best epoch": metrics.get("epoch"),
         "epochs": train.get("epochs"),
         "optimizer": train.get("optimizer"),

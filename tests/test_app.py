@@ -312,3 +312,76 @@ def test_explain_is_deterministic_and_scores_localisation():
     assert a["views"][0]["predicted"] == "diamond"
     assert a["stability"] == b["stability"] and a["stability"]["target"] == "diamond"
     assert -1 <= a["stability"]["rank_correlation"] <= 1 and 0 <= a["stability"]["top_iou"] <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Detectors
+
+
+def test_compare_panel_on_the_demo_detectors():
+    """The demo detectors on a multishapes scene: each view's detections, one heatmap per
+    detection, and the pointing game of each matched detection, equal to the library's."""
+    from emca_vis.detection.explain import explain_detections, map_of, match
+    from emca_vis.explain.metrics import energy_pointing_game, pointing_game, pointing_tolerance
+
+    at = run_app(folder=iv.DEMO_DETECTOR_FOLDER)
+    assert_fine(at)
+    labels = list(iv.DEMO_DETECTORS)
+    assert at.sidebar.multiselect(key=f"models:{iv.DEMO_DETECTOR_FOLDER}").value == labels
+    assert at.sidebar.selectbox(key="detector_method").value == "layercam"
+    assert at.sidebar.selectbox(key="detector_layer").value == "fpn.0"
+    assert {"fpn.0", "fpn.1", "fpn.2", "fpn.3", "fpn.pool", "layer4", "layer1.0"} <= set(
+        at.sidebar.selectbox(key="detector_layer").options)
+    assert alts(at, "detections") == [f"detections {m} {v}" for m in labels for v in ("clean", "corrupted")]
+    source = iv.scene_image(iv.DEFAULT_SAMPLE)
+    assert "ground truth: " + ", ".join(f"**{name}**" for name, _ in source.objects) in shown(at.markdown)
+    captions = shown(at.caption)
+    for label in labels:
+        loaded = iv.load_model(iv.demo_detector_dir() / f"{label}.safetensors")
+        x = iv.view_input(loaded, source)
+        explained = explain_detections(loaded, x[0], ["layercam"], "fpn.0", 0.5, 3)
+        found = explained.detections
+        assert 1 <= len(found["boxes"]) <= 3
+        assert [a for a in alts(at, f"heatmap {label} clean")] == [
+            f"heatmap {label} clean #{d}" for d in range(len(found["boxes"]))]
+        truth = torch.tensor([iv._mask_box(mask) for _, mask in source.objects])
+        truth_labels = torch.tensor([loaded.class_names.index(name) + 1 for name, _ in source.objects])
+        pairs = dict(match(found["boxes"], found["labels"], truth, truth_labels))
+        assert pairs, "the trained demo detector finds the scene's objects"
+        for d, g in pairs.items():
+            heatmap = map_of(explained, "layercam", d)
+            mask = source.objects[g][1][None]
+            hit = bool(pointing_game(heatmap[None], mask, pointing_tolerance(128))[0])
+            energy = float(energy_pointing_game(heatmap[None], mask)[0])
+            name, score = loaded.class_names[int(found["labels"][d]) - 1], float(found["scores"][d])
+            assert (f"#{d} {name} {100 * score:.1f}%  \npointing game: {'hit' if hit else 'miss'} · "
+                    f"energy {energy:.2f}") in captions.replace("**", "")
+
+    at.sidebar.selectbox(key="detector_method").set_value("eigencam")
+    at.sidebar.slider(key="max_detections").set_value(1)
+    at.sidebar.selectbox(key="corruption").set_value("none")
+    at.run()
+    assert_fine(at)
+    assert alts(at, "detections") == [f"detections {m} clean" for m in labels]
+    assert alts(at, "heatmap") == [f"heatmap {m} clean #0" for m in labels]
+
+
+def test_detection_view_draws_each_detection_with_its_own_heatmap():
+    """On the trained demo detector, LayerCAM at the finest pyramid level peaks inside each
+    detection's box; the overlay is the display size; ground truth and detections are drawn."""
+    loaded = iv.load_model(iv.demo_detector_dir() / "fasterrcnn_resnet18_emca_eca_fpn.safetensors")
+    source = iv.scene_image(iv.DEFAULT_SAMPLE)
+    x = iv.view_input(loaded, source)
+    view = iv.detection_view(loaded, source, x, iv.detection_signals(loaded, x, "fpn.0", 0.5, 3), "clean", "layercam")
+    assert view["overlay"].shape == (iv.DISPLAY_SIZE, iv.DISPLAY_SIZE, 3) and view["has_truth"]
+    assert view["detections"]
+    for detection in view["detections"]:
+        heatmap = detection["heatmap"]
+        assert heatmap.shape == (128, 128)
+        row, col = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+        x0, y0, x1, y1 = detection["box"]
+        assert x0 - 2 <= col <= x1 + 2 and y0 - 2 <= row <= y1 + 2, (detection["class"], detection["box"], row, col)
+        assert detection["overlay"].shape == view["overlay"].shape
+    amber = np.all(view["overlay"] == iv.DETECTION_COLOUR, axis=-1).sum()
+    green = np.all(view["overlay"] == iv.BOX_COLOUR, axis=-1).sum()
+    assert amber > 100 and green > 100

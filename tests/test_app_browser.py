@@ -188,3 +188,40 @@ def test_app_in_chromium(server, browser, tmp_path):
             print(f"no screenshot: {error.msg}", file=sys.stderr)
         if not passed:
             shutil.copy(log, ARTIFACTS / "app-server.log")
+
+
+def test_app_detectors_in_chromium(server, browser):
+    """The demo detectors folder: each model's detections and one heatmap per detection, clean
+    and corrupted; the screenshot goes to ``test-artifacts/app-detectors.png``."""
+    url, log = server
+    wait = WebDriverWait(browser, 180, poll_frequency=0.25)
+    passed = False
+    try:
+        browser.get(url)
+        wait.until(lambda d: len(_rendered_heatmaps(d)) >= 6 and _idle(d))
+        folder = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"] input')
+        folder.click()
+        folder.send_keys("demo detectors")
+        folder.send_keys(Keys.ENTER)
+        detections = 'img[alt^="detections "]'
+        wait.until(lambda d: _idle(d) and len(d.find_elements(By.CSS_SELECTOR, detections)) >= 4
+                   and len([a for a in _rendered_heatmaps(d) if "#" in a]) >= 4)
+        time.sleep(1.0)
+        alts = _rendered_heatmaps(browser)
+        for model in ("fasterrcnn_resnet18_fpn", "fasterrcnn_resnet18_emca_eca_fpn"):
+            assert f"heatmap {model} clean #0" in alts and f"heatmap {model} corrupted #0" in alts, alts
+        text = browser.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+        assert "multishapes test #7" in text and "pointing game:" in text, text
+        errors = browser.find_elements(By.CSS_SELECTOR, ERRORS)
+        assert not errors, [e.text for e in errors]
+        passed = True
+    except TimeoutException:
+        errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ERRORS)]
+        pytest.fail(f"timed out; heatmaps rendered: {_rendered_heatmaps(browser)}; errors on the page: {errors}")
+    finally:
+        try:
+            _screenshot(browser, ARTIFACTS / "app-detectors.png")
+        except WebDriverException as error:
+            print(f"no screenshot: {error.msg}", file=sys.stderr)
+        if not passed:
+            shutil.copy(log, ARTIFACTS / "app-detectors-server.log")
