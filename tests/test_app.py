@@ -142,10 +142,10 @@ def test_checkpoint_folders_come_only_from_the_root(tmp_path):
     outside.mkdir()
     shutil.copy(iv.demo_dir() / "resnet18.safetensors", outside / "a.safetensors")
     (tmp_path / "root" / "link").symlink_to(outside)  # a link out of the root is not followed
-    assert list(iv.checkpoint_folders()) == [iv.DEMO_FOLDER, "root/exp1"]
+    assert list(iv.checkpoint_folders()) == [iv.DEMO_FOLDER, iv.DEMO_DETECTOR_FOLDER, "root/exp1"]
 
     at = run_app()
-    assert at.sidebar.selectbox(key="folder").options == [iv.DEMO_FOLDER, "root/exp1"]
+    assert at.sidebar.selectbox(key="folder").options == [iv.DEMO_FOLDER, iv.DEMO_DETECTOR_FOLDER, "root/exp1"]
     at.sidebar.selectbox(key="folder").set_value("root/exp1").run()
     assert_fine(at)
     assert at.sidebar.multiselect(key="models:root/exp1").value == ["resnet18", "resnet18_emca_se"]
