@@ -188,3 +188,15 @@ def test_report_with_detector_checkpoints(tmp_path, detectors, cli):
     again = cli(report_main, "--from", out, "--out", tmp_path / "again")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again" / "report.md").read_text().replace("../report/", "") == markdown
+
+
+def test_the_trained_demo_detector_loses_ap_under_strong_noise(tmp_path):
+    from emca_vis.robustness import evaluate
+
+    checkpoint = demo_checkpoints()[0].parent / "detection" / "fasterrcnn_resnet18_emca_eca_fpn.safetensors"
+    results = evaluate(checkpoint=[str(checkpoint)], split="val", n=8, batch_size=4, corruptions=["gaussian_noise"],
+                       severities=[5], out=str(tmp_path / "r.json"))
+    model = results["models"]["fasterrcnn_resnet18_emca_eca_fpn"]
+    assert results["data"] == "multishapes" and model["n"] == 8  # the detectors' default data
+    assert model["clean_ap"] > 0.3 and model["mpc"] < 0.8 * model["clean_ap"]
+    assert model["rpc"] == pytest.approx(model["mpc"] / model["clean_ap"])

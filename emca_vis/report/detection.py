@@ -16,6 +16,7 @@ from ..detection.names import parse_detector_name
 from .tables import Column, Table, number, pointer, text
 
 FAMILY_NAMES = {"fasterrcnn": "Faster R-CNN", "maskrcnn": "Mask R-CNN", "retinanet": "RetinaNet"}
+MIN_CLEAN_AP = 0.05  # the summary compares rPC only of detectors with at least this clean box AP
 DETECTION_SCORE = 0.5  # the grids show the best detection scoring at least this
 MAX_BATCH = 8  # detector images are whole (COCO: ~800 px after the resize): small batches bound the memory
 
@@ -189,7 +190,9 @@ def ap_severity_figure(results: dict, path: Path) -> Path:
         for ax in axes[-1]:
             ax.set_xlabel("severity")
         handles, names = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 3))
+        # As many legend columns as the figure's width holds (about 0.08 inch a character).
+        fits = int((2.3 * cols + 0.4) // (0.08 * max(map(len, names)) + 0.6))
+        fig.legend(handles, names, loc="outside lower center", ncols=max(1, min(len(names), fits)))
         return save_png(fig, path)
 
 
@@ -250,11 +253,15 @@ def sentences(report: dict) -> list[str]:
              + (f", rPC {100 * m['rpc']:.1f}%" if m["rpc"] is not None else ", rPC undefined (no clean AP)")
              for label, m in models.items() if m["clean_ap"] is not None and m["mpc"] is not None]
     text = [f"Detectors on the first {n} {det['data']} {det['split']} images: " + "; ".join(found) + "."] if found else []
-    kept = {label: m["rpc"] for label, m in models.items() if m["rpc"] is not None}
+    # rPC of a detector that barely detects is a ratio of two near-zero APs: not compared.
+    kept = {label: m["rpc"] for label, m in models.items() if m["rpc"] is not None and m["clean_ap"] >= MIN_CLEAN_AP}
+    left_out = [label for label, m in models.items() if m["rpc"] is not None and label not in kept]
     if len(kept) > 1:
         best = max(kept, key=kept.get)
         text.append(f"{best} keeps the largest share of its clean box AP under corruption (rPC "
-                    f"{100 * kept[best]:.1f}%); the AP differences rest on {n} images.")
+                    f"{100 * kept[best]:.1f}%); the AP differences rest on {n} images"
+                    + (f"; {', '.join(left_out)} left out of this comparison (clean AP under "
+                       f"{100 * MIN_CLEAN_AP:g}%)." if left_out else "."))
     return text
 
 
