@@ -42,7 +42,8 @@ def severity_figure(data: dict, method: str, path: Path) -> Path:
     severities = [int(s) for s in data["severities"]]
     palette = colours(models)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(measures), len(family_names), squeeze=False, sharex=True,
+        # One y scale per measure, so families compare at a glance.
+        fig, axes = plt.subplots(len(measures), len(family_names), squeeze=False, sharex=True, sharey="row",
                                  figsize=(3.1 * len(family_names) + 1.6, 2.2 * len(measures) + 0.6),
                                  layout="constrained")
         for r, measure in enumerate(measures):
@@ -118,6 +119,8 @@ def grid_figure(data: dict, arrays, method: str, corruption: str, path: Path) ->
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
         if mappable is not None:
             bar = fig.colorbar(mappable, ax=axes, shrink=0.5, aspect=30, pad=0.01)
             bar.solids.set_alpha(1)
