@@ -89,7 +89,7 @@ def grid_figure(data: dict, arrays, method: str, corruption: str, path: Path) ->
         return None
     severities = [int(s) for s in data["severities"]]
     columns = [("clean", 0)] + [(corruption, s) for s in severities]
-    size = next(k for k in arrays if k.startswith("image/")).split("/")[1]
+    size = arrays[f"heatmap/{labels[0]}/{method}/clean/0"].shape[0]
     q = float(data.get("q", 0.15))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1 + len(labels), len(columns), squeeze=False,
@@ -104,7 +104,8 @@ def grid_figure(data: dict, arrays, method: str, corruption: str, path: Path) ->
                 heatmap = arrays[f"heatmap/{label}/{method}/{name}/{severity}"]
                 clean = arrays[f"heatmap/{label}/{method}/clean/0"]
                 ax = axes[r, c]
-                ax.imshow(image)
+                # the image as this model sees it (models of another input size have their own)
+                ax.imshow(np.clip(arrays[f"image/{heatmap.shape[0]}/{name}/{severity}"], 0, 1))
                 mappable = ax.imshow(heatmap, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
                                      interpolation="bilinear")
                 if severity and heatmap.max() == heatmap.min():
