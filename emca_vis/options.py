@@ -57,6 +57,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+def nonnegative_float(text: str) -> float:
+    """An argparse type: a finite number of at least 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 (got {text})")
+    return value
+
+
 def probability(text: str) -> float:
     """An argparse type: a number from 0 to 1."""
     value = finite_float(text)

@@ -84,6 +84,9 @@ def test_user_errors_are_one_line(cli, tmp_path):
         (("--corruptions", "smog"), "error: unknown corruption 'smog'"),
         (("--grid-image", "6"), "error: --grid-image 6: only 6 images (--n)"),
         (("--method", "magic"), "error: unknown method 'magic'"),
+        (("--q", "0"), "error: --q 0: the top region needs a share of pixels above 0"),
+        (("--tolerance", "-1"), "error: argument --tolerance: must be at least 0 (got -1)"),
+        (("--severities", "6"), "error: "),
     ]:
         result = cli(main, *small(tmp_path / "x", *argv))
         assert result.returncode == 2 and result.stderr.strip().startswith(message), result.stderr

@@ -35,7 +35,7 @@ from ..checkpoint.classes import same_classes
 from ..data import build_dataset
 from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
-from ..options import Parser, finite_float, positive_int, probability
+from ..options import Parser, nonnegative_float, positive_int, probability
 from ..outputs import check_out, write_dict_csv, write_json
 from . import metrics
 from .heatmaps import LAYER_METHODS, METHODS, check_method, heatmaps, predict
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", nargs="+", help=f"any of: {', '.join(METHODS)} (default: "
                         f"{' '.join(DEFAULT_METHODS)}; detectors: gradcam layercam eigencam)")
     add_detection_options(parser)
-    parser.add_argument("--tolerance", type=finite_float, default=metrics.POINTING_TOLERANCE,
+    parser.add_argument("--tolerance", type=nonnegative_float, default=metrics.POINTING_TOLERANCE,
                         help="pointing-game tolerance in pixels at 224 px, scaled to the input (default 15: "
                              "TorchRay's; 4.29 px at 64 px)")
     parser.add_argument("--faithfulness", action="store_true", help="also deletion and insertion AUC (slower)")

@@ -42,7 +42,8 @@ def severity_figure(data: dict, method: str, path: Path) -> Path:
     severities = [int(s) for s in data["severities"]]
     palette = colours(models)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(measures), len(family_names), squeeze=False, sharex=True,
+        # One y scale per measure, so families compare at a glance.
+        fig, axes = plt.subplots(len(measures), len(family_names), squeeze=False, sharex=True, sharey="row",
                                  figsize=(3.1 * len(family_names) + 1.6, 2.2 * len(measures) + 0.6),
                                  layout="constrained")
         for r, measure in enumerate(measures):
@@ -88,7 +89,7 @@ def grid_figure(data: dict, arrays, method: str, corruption: str, path: Path) ->
         return None
     severities = [int(s) for s in data["severities"]]
     columns = [("clean", 0)] + [(corruption, s) for s in severities]
-    size = next(k for k in arrays if k.startswith("image/")).split("/")[1]
+    size = arrays[f"heatmap/{labels[0]}/{method}/clean/0"].shape[0]
     q = float(data.get("q", 0.15))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1 + len(labels), len(columns), squeeze=False,
@@ -103,7 +104,8 @@ def grid_figure(data: dict, arrays, method: str, corruption: str, path: Path) ->
                 heatmap = arrays[f"heatmap/{label}/{method}/{name}/{severity}"]
                 clean = arrays[f"heatmap/{label}/{method}/clean/0"]
                 ax = axes[r, c]
-                ax.imshow(image)
+                # the image as this model sees it (models of another input size have their own)
+                ax.imshow(np.clip(arrays[f"image/{heatmap.shape[0]}/{name}/{severity}"], 0, 1))
                 mappable = ax.imshow(heatmap, cmap=HEATMAP_CMAP, vmin=0, vmax=1, alpha=OVERLAY_ALPHA,
                                      interpolation="bilinear")
                 if severity and heatmap.max() == heatmap.min():
@@ -118,6 +120,8 @@ def grid_figure(data: dict, arrays, method: str, corruption: str, path: Path) ->
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
         if mappable is not None:
             bar = fig.colorbar(mappable, ax=axes, shrink=0.5, aspect=30, pad=0.01)
             bar.solids.set_alpha(1)

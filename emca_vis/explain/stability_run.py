@@ -29,7 +29,7 @@ from ..checkpoint.classes import same_classes
 from ..data import build_dataset, eval_pixels
 from ..errors import UserError
 from ..inputs import CHECKPOINT_HELP, LoadedModel, add_nonfinite_option, load_models
-from ..options import Parser, finite_float, nonnegative_int, positive_int, probability
+from ..options import Parser, nonnegative_float, nonnegative_int, positive_int, probability
 from ..outputs import check_out, write_dict_csv, write_json, write_npz
 from ..robustness.corruptions import CORRUPTIONS, SEVERITIES, check, corrupt
 from ..stats import RESAMPLES
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"any of: {', '.join(CORRUPTIONS)}")
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
     parser.add_argument("--q", type=probability, default=TOP_Q, help="top share of pixels for the IoU (default 0.15)")
-    parser.add_argument("--tolerance", type=finite_float, default=POINTING_TOLERANCE,
+    parser.add_argument("--tolerance", type=nonnegative_float, default=POINTING_TOLERANCE,
                         help="pointing-game tolerance in pixels at 224 px, scaled to the input (default 15)")
     parser.add_argument("--batch-size", type=positive_int, default=100)
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="corruption noise and bootstrap resamples")
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.corruptions:
         for severity in args.severities:
             check(name, severity, "torch")
+    if args.q == 0:
+        raise UserError("--q 0: the top region needs a share of pixels above 0")
     if args.grid_image >= args.n:
         raise UserError(f"--grid-image {args.grid_image}: only {args.n} images (--n)")
     failures: list[str] = []
