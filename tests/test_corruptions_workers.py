@@ -16,7 +16,7 @@ def threads():
 
 @pytest.mark.parametrize("name", ["shot_noise", "fog", "glass_blur", "pixelate"])
 def test_workers_give_the_single_process_output(name, threads):
-    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(5, 3, 224, 96, generator=torch.Generator().manual_seed(0))  # big enough for workers
     torch.set_num_threads(1)
     alone = corrupt(images, name, 3, seed=4)
     torch.set_num_threads(2)  # 2 worker processes, parts of 2, 2 and 1 images

@@ -63,7 +63,8 @@ def _in_parts(name: str, images: torch.Tensor, severity: int, streams: sampling.
     """Corruption ``name`` on worker processes, one per torch thread (CPU); in this process on an
     accelerator, with one thread or for one image."""
     threads = torch.get_num_threads()
-    if images.device.type != "cpu" or threads == 1 or len(images) == 1 or not workers.usable():
+    small = images[:, 0].numel() < workers.SMALLEST  # the messages to and from workers would cost more
+    if images.device.type != "cpu" or threads == 1 or small or not workers.usable():
         return TORCH_CORRUPTIONS[name](images, severity, streams)
     return workers.run(name, images.contiguous(), severity, streams.seeds, threads)
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 PARTS_PER_WORKER = 2  # a worker held up by other work leaves its second part to the others
+SMALLEST = 2 * 224 * 224  # pixels per channel in a batch worth sending to workers
 
 
 def usable() -> bool:
