@@ -119,3 +119,35 @@ def test_killed_run_resumes_to_the_same_files(tmp_path):
     files = _files(killed)
     assert not [name for name in files if name.endswith(".tmp")]
     assert len(files) == 96 and files == _files(whole)
+
+
+class _NoProcessGroup:
+    """torch.distributed as generate uses it, for ranks run one after the other in this process."""
+
+    @staticmethod
+    def barrier():
+        pass
+
+    @staticmethod
+    def all_reduce(tensor):
+        pass
+
+    @staticmethod
+    def destroy_process_group():
+        pass
+
+
+@pytest.mark.parametrize("layout", ["imagenet-c", "cifar-c"])
+def test_ranks_write_their_shares_of_the_single_process_files(tmp_path, monkeypatch, layout):
+    from emca_vis.robustness import generate
+
+    argv = [*BASE, "--corruptions", "impulse_noise", "--format", layout]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    monkeypatch.setattr(generate, "dist", _NoProcessGroup)
+    for rank in (1, 0):  # rank 0 last: it stacks the CIFAR-C parts after the barrier
+        monkeypatch.setattr(generate, "_distributed", lambda rank=rank: (rank, 2))
+        assert main([*argv, "--out", str(tmp_path / "two")]) == 0
+        if rank == 1 and layout == "imagenet-c":  # batches 1 of 0, 1, 2: images 5-9
+            written = sorted(p.name for p in (tmp_path / "two").rglob("*.JPEG"))
+            assert written == sorted(f"val_{i:08d}.JPEG" for i in range(5, 10) for _ in range(5))  # x 5 severities
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
