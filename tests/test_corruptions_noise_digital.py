@@ -226,3 +226,13 @@ def test_poisson_levels_is_the_cdf_inversion_of_its_uniforms():
         df = int(cells.sum()) - 1
         assert chi2 <= df + 5 * (2 * df) ** 0.5 + 1, (lam, chi2, df)  # 5 standard deviations
     assert counts[0].max() == 0
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 50)])
+def test_pixelate_tensor_emulation_equals_pillow(size):
+    # The accelerator path emulates Pillow in tensor ops; the CPU path is Pillow itself.
+    images = to_torch(make_images(2, *size, seed=3))
+    for severity in range(1, 6):
+        c = nd.PIXELATE[severity - 1]
+        emulated = nd._pixelate_tensor(nd._to_uint8(images), int(size[0] * c), int(size[1] * c))
+        assert torch.equal(emulated, nd.pixelate(images, severity)), severity

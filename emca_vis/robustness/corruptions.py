@@ -7,7 +7,12 @@
 maintained ``imagecorruptions`` package (imagecorruptions-imaug) on each image in worker
 processes, one per core; ``torch`` runs the vectorised re-implementations in
 :mod:`.noise_digital`, :mod:`.blur` and :mod:`.weather`, which use the same per-severity
-parameters. Both are seeded: the same ``seed`` gives the same output.
+parameters. Both are seeded: the same ``seed`` gives the same output, and every image draws
+from its own random stream (:class:`.sampling.Streams`), so the output does not depend on the
+batch size or the thread count.
+
+On the CPU, with more than one torch thread, the batch is cut into parts for as many worker
+processes running torch on one thread each (:mod:`.workers`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from . import blur, noise_digital, weather
+from . import blur, noise_digital, sampling, weather, workers
 from .metrics import EXTRA, IMAGENET_C
 
 CORRUPTIONS = IMAGENET_C + EXTRA
@@ -49,9 +54,19 @@ def corrupt(images: torch.Tensor, name: str, severity: int, backend: str = "torc
     """``name`` at ``severity`` applied to every image; float ``[N, 3, H, W]`` in [0, 1]."""
     check(name, severity, backend)
     if backend == "torch":
-        generator = torch.Generator().manual_seed(seed)
-        return TORCH_CORRUPTIONS[name](images.float(), severity, generator)
+        streams = sampling.Streams.from_generator(torch.Generator().manual_seed(seed), len(images))
+        return _in_parts(name, images.float(), severity, streams)
     return _reference(images, name, severity, seed)
+
+
+def _in_parts(name: str, images: torch.Tensor, severity: int, streams: sampling.Streams) -> torch.Tensor:
+    """Corruption ``name`` on worker processes, one per torch thread (CPU); in this process on an
+    accelerator, with one thread or for one image."""
+    threads = torch.get_num_threads()
+    small = images[:, 0].numel() < workers.SMALLEST  # the messages to and from workers would cost more
+    if images.device.type != "cpu" or threads == 1 or small or not workers.usable():
+        return TORCH_CORRUPTIONS[name](images, severity, streams)
+    return workers.run(name, images.contiguous(), severity, streams.seeds, threads)
 
 
 _pool: ProcessPoolExecutor | None = None
