@@ -22,6 +22,8 @@ if _HERE not in sys.path:  # the panels module beside this script
 
 import panels  # noqa: E402
 from emca_vis import interactive as iv  # noqa: E402
+from emca_vis.detection.explain import DEFAULT_LAYER as DETECTOR_LAYER  # noqa: E402  (why: in that module)
+from emca_vis.detection.explain import DEFAULT_METHODS as DETECTOR_METHODS  # noqa: E402
 from emca_vis.explain import METHODS  # noqa: E402
 
 esc = iv.escape_markdown
@@ -31,10 +33,6 @@ SLOW_METHODS = ("scorecam", "ablationcam", "integrated_gradients", "occlusion")
 DEFAULT_CORRUPTION = "gaussian_noise"
 NO_CORRUPTION = "none"
 PANELS = ("Compare", "Attention", "Robustness", "Models")
-# A detection's own evidence: LayerCAM keeps each detection's gradients where they are, and the
-# finest pyramid level is what the box head reads for small objects; Grad-CAM's pooled weights
-# light up every object of a kind, and layer4 is 4x4 cells at 128 px.
-DETECTOR_METHOD, DETECTOR_LAYER = "layercam", "fpn.0"
 
 
 def sidebar() -> tuple[dict, dict]:
@@ -93,7 +91,7 @@ def sidebar() -> tuple[dict, dict]:
     bar.subheader("Explanation")
     methods = list(iv.DETECTION_METHODS) if detectors else list(METHODS)
     settings["method"] = bar.selectbox(
-        "Method", methods, index=methods.index(DETECTOR_METHOD if detectors else "gradcam"),
+        "Method", methods, index=methods.index(DETECTOR_METHODS[0] if detectors else "gradcam"),
         key="detector_method" if detectors else "method",
         help=(f"CAMs from pytorch-grad-cam, attributions from Captum. {', '.join(SLOW_METHODS)} take "
               "seconds per model on a CPU." if not detectors else

@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dir", help="explain every image in this folder")
     add_model_options(parser)
     parser.add_argument("--method", nargs="+", help=f"any of: {', '.join(METHODS)} (default: "
-                        f"{' '.join(DEFAULT_METHODS)}; detectors: gradcam layercam eigencam, which have "
+                        f"{' '.join(DEFAULT_METHODS)}; detectors: layercam gradcam eigencam, which have "
                         "gradcam, gradcam++, hirescam, xgradcam, layercam, eigencam)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--target", help="class index or name to explain (default: the predicted class)")
@@ -63,7 +63,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     parser.add_argument("--layer", help="target layer: a stage, block or module (layer4, layer3, layer4.1, "
                         "layer4.0.conv2; default layer4); detectors also a feature-pyramid level: fpn.0 .. fpn.3 "
-                        "and fpn.pool (R-CNNs, P2..P6), fpn.0 .. fpn.2, fpn.p6, fpn.p7 (RetinaNet, P3..P7)")
+                        "and fpn.pool (R-CNNs, P2..P6), fpn.0 .. fpn.2, fpn.p6, fpn.p7 (RetinaNet, P3..P7); "
+                        "detectors' default fpn.0")
     add_nonfinite_option(parser)
 
 

@@ -170,7 +170,8 @@ def test_report_with_detector_checkpoints(tmp_path, detectors, cli):
     assert [row["family"] for row in detection["models"]] == ["Faster R-CNN", "Mask R-CNN"]
     assert detection["robustness"] == read_results(out / "detection_robustness.json")
     grid = detection["grid"]
-    assert grid["method"] == "gradcam" and grid["samples"][0]["conditions"] == ["clean", "fog 3"]
+    assert (grid["method"], grid["layer"]) == ("layercam", "fpn.0")  # the detectors' default, not --layer's
+    assert grid["samples"][0]["conditions"] == ["clean", "fog 3"]
     for label, found in grid["samples"][0]["models"].items():  # the best detection per condition, or none
         assert len(found) == 2 and all(f is None or 0.5 <= f["score"] <= 1 for f in found)
     with np.load(out / "detection_grid.npz") as arrays:

@@ -45,8 +45,12 @@ from ..explain.heatmaps import (GRADIENT_FREE_CAMS, SIGNAL_CAMS, ExplainError, c
 from .data import build_detection_dataset
 
 DETECTION_METHODS = SIGNAL_CAMS  # the CAMs computed from one pass's activations and gradients
-DEFAULT_METHODS = ("gradcam", "layercam", "eigencam")
-DEFAULT_LAYER = "layer4"
+# LayerCAM keeps each detection's gradients where they are, so its map is that detection's;
+# Grad-CAM's pooled weights light every object of a kind. The finest pyramid level is what the
+# box head reads for small objects. On 50 multishapes scenes (README): pointing game 57% for
+# LayerCAM at layer4, 98-100% at layer2, 3-26% for Grad-CAM.
+DEFAULT_METHODS = ("layercam", "gradcam", "eigencam")
+DEFAULT_LAYER = "fpn.0"
 MATCH_IOU = 0.5  # a detection explains a ground-truth object of its class that it overlaps this much
 
 

@@ -47,14 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m emca_vis.gradcam evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", nargs="+", help=CHECKPOINT_HELP)
     parser.add_argument("--layer", help="target layer: layer4, layer3, layer4.1, ...; detectors also "
-                        "fpn.0, fpn.1, ... (default: layer4)")
+                        "fpn.0, fpn.1, ... (default: layer4; detectors: fpn.0)")
     parser.add_argument("--data", help="shapes, or folder:/p / imagenet:/p with --boxes; detectors: multishapes "
                         "or coco:/p (default: shapes, multishapes)")
     parser.add_argument("--split", default="test", help="dataset split (default: test)")
     parser.add_argument("--boxes", help="folder of Pascal VOC XML box files (image folders only)")
     parser.add_argument("--n", type=positive_int, default=500, help="number of images (the first n of the split)")
     parser.add_argument("--method", nargs="+", help=f"any of: {', '.join(METHODS)} (default: "
-                        f"{' '.join(DEFAULT_METHODS)}; detectors: gradcam layercam eigencam)")
+                        f"{' '.join(DEFAULT_METHODS)}; detectors: layercam gradcam eigencam)")
     add_detection_options(parser)
     parser.add_argument("--tolerance", type=nonnegative_float, default=metrics.POINTING_TOLERANCE,
                         help="pointing-game tolerance in pixels at 224 px, scaled to the input (default 15: "

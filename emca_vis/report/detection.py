@@ -57,12 +57,14 @@ def heatmap_grids(models: list, settings, out: Path) -> dict:
     """Per sample image, each detector's best detection and its heatmap, clean and under the grid's
     corruptions (:func:`emca_vis.detection.explain.explain_detections`); figures and ``detection_grid.npz``."""
     from ..detection.data import build_detection_dataset
-    from ..detection.explain import DETECTION_METHODS, explain_detections, match
+    from ..detection.explain import DEFAULT_LAYER, DEFAULT_METHODS, explain_detections, match
     from ..outputs import write_npz
     from ..robustness import corrupt
     from .grid import condition_title, conditions
 
-    method = next((m for m in settings.methods if m in DETECTION_METHODS), "gradcam")
+    # The detectors' own defaults (LayerCAM on the finest pyramid level): --method and --layer
+    # are the classifiers' (a classifier's layer4 is not a detector's best layer).
+    method, layer = DEFAULT_METHODS[0], DEFAULT_LAYER
     conds = conditions(settings.grid_corruptions, settings.grid_severities)
     dataset = build_detection_dataset(settings.detection_data, settings.split, masks=False,
                                       length=settings.samples, image_size=models[0].input_size)
@@ -78,7 +80,7 @@ def heatmap_grids(models: list, settings, out: Path) -> dict:
             found[m.label] = []
             maps = []
             for pixels in inputs:
-                explained = explain_detections(m, pixels, [method], settings.layer, DETECTION_SCORE, 1)
+                explained = explain_detections(m, pixels, [method], layer, DETECTION_SCORE, 1)
                 det = explained.detections
                 if len(det["scores"]):
                     label = int(det["labels"][0])
@@ -101,7 +103,7 @@ def heatmap_grids(models: list, settings, out: Path) -> dict:
         record["figure"] = path.relative_to(out).as_posix()
         samples.append(record)
     write_npz(out / "detection_grid.npz", arrays)
-    return {"method": method, "layer": settings.layer, "score_threshold": DETECTION_SCORE, "samples": samples}
+    return {"method": method, "layer": layer, "score_threshold": DETECTION_SCORE, "samples": samples}
 
 
 def grid_figure(record: dict, inputs, maps: dict, path: Path, title: str) -> Path:
