@@ -251,3 +251,11 @@ def test_read_voc_boxes_malformed_raises_naming_the_file(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ValueError, match="broken.xml"):
         read_voc_boxes(path)
+
+
+def test_summarize_cuts_the_t_interval_to_the_measures_range():
+    values = [0.0, 0.0, 0.9, 0.0]  # mean 0.225, t interval about [-0.49, 0.94]
+    open_ = summarize(values)
+    assert open_["ci_low"] < 0
+    cut = summarize(values, limits=(0.0, 1.0))
+    assert cut["ci_low"] == 0.0 and cut["ci_high"] == pytest.approx(open_["ci_high"]) and cut["mean"] == 0.225

@@ -289,7 +289,7 @@ def score_heatmaps(loaded, spec: str, split: str, n: int, methods, args, toleran
         row = {"model": loaded.label, "method": method, "n": matched, "objects": objects,
                "recall": round(100 * matched / max(objects, 1), 2)}
         for key, values in scores[method].items():
-            summary = metrics.summarize(values, proportion=key == "pointing_game")
+            summary = metrics.summarize(values, proportion=key == "pointing_game", limits=metrics.LIMITS.get(key))
             row.update({f"{key}_{stat}": summary[stat] for stat in ("mean", "ci_low", "ci_high")})
         per_class = metrics.per_class_mean(scores[method]["pointing_game"], classes)
         row.update({f"pointing_game_per_class_{stat}": per_class[stat] for stat in ("mean", "ci_low", "ci_high")},

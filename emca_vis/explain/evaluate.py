@@ -196,7 +196,8 @@ def score_model(loaded: LoadedModel, images: torch.Tensor, masks: np.ndarray, la
                 scored.setdefault(key, []).append(np.asarray(value, dtype=float))
         row = {"model": loaded.label, "method": method, "n": len(images), "top1": round(100 * accuracy, 2)}
         for key, parts in scored.items():
-            summary = metrics.summarize(np.concatenate(parts), proportion=key == "pointing_game")
+            summary = metrics.summarize(np.concatenate(parts), proportion=key == "pointing_game",
+                                        limits=metrics.LIMITS.get(key))
             row.update({f"{key}_{stat}": summary[stat] for stat in ("mean", "ci_low", "ci_high")})
         # The paper's figure: each class's hit rate, then their mean.
         per_class = metrics.per_class_mean(np.concatenate(scored["pointing_game"]), labels)

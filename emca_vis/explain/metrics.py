@@ -313,12 +313,18 @@ def road(model: torch.nn.Module, images: torch.Tensor, heatmaps, targets,
 # statistics and annotations
 
 
-def summarize(values, proportion: bool = False, confidence: float = 0.95) -> dict[str, float | int]:
+LIMITS = {"energy_pointing_game": (0.0, 1.0), "deletion_auc": (0.0, 1.0), "insertion_auc": (0.0, 1.0)}  # ranges
+
+
+def summarize(values, proportion: bool = False, confidence: float = 0.95,
+              limits: tuple[float, float] | None = None) -> dict[str, float | int]:
     """``{"n", "mean", "ci_low", "ci_high"}`` as plain Python numbers (JSON-serialisable).
 
     ``proportion=True`` (0/1 values such as pointing-game hits): Wilson score interval, which stays
     inside [0, 1] and behaves at rates near 0 or 1. Otherwise: mean +- t_{(1+confidence)/2, n-1} *
     sd / sqrt(n) (Student t, sample standard deviation); with one value the interval is the mean.
+    ``limits``: the range the measure cannot leave (energy shares: (0, 1)); the t interval is cut
+    to it (with few images it can reach past it).
     """
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     n = int(values.size)
@@ -342,6 +348,8 @@ def summarize(values, proportion: bool = False, confidence: float = 0.95) -> dic
     else:
         half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(values.std(ddof=1)) / math.sqrt(n)
         low, high = mean - half, mean + half
+        if limits is not None:
+            low, high = max(limits[0], low), min(limits[1], high)
     return {"n": n, "mean": mean, "ci_low": float(low), "ci_high": float(high)}
 
 
