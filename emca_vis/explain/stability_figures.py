@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -64,7 +65,8 @@ def severity_figure(data: dict, method: str, path: Path) -> Path:
                 if r == 0:
                     members = ", ".join(models[next(iter(models))]["methods"][method]["families"][family]
                                         ["corruptions"])
-                    ax.set_title(f"{family} ({members})")
+                    # wrapped: four corruptions' names would run into the next panel's title
+                    ax.set_title(f"{family}\n" + textwrap.fill(members.replace("_", " "), 34), fontsize=8)
                 if c == 0:
                     ax.set_ylabel(title)
                 if r == len(measures) - 1:
