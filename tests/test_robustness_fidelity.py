@@ -1,10 +1,11 @@
 """Random corruptions: the torch backend makes a demo model err as often as the reference does.
 
 The full check (all demo models, 500 images, severities 1-5, bar 2 points) is
-``benchmarks/corruption_fidelity.py``; here one model, 120 images, severity 3. The tolerance,
-8 points, is about 3.5 standard deviations of the difference between two independent noise
-draws on 120 images; a wrong parameter moves the error by more (severities 2 and 4 differ by
-10-30 points on these models).
+``benchmarks/corruption_fidelity.py``; here one model, 120 images, severity 3, the errors averaged
+over four noise draws per backend. One draw is not enough: torch's impulse-noise error on these
+120 images spreads from 33.3% to 45.8% over seeds 0-7. The tolerance, 8 points, is about three
+standard deviations of the difference of four-draw means; a wrong parameter moves the error by
+more (severities 2 and 4 differ by 10-30 points on these models).
 """
 
 import pytest
@@ -30,7 +31,7 @@ def setup():
 @pytest.mark.parametrize("name", RANDOM)
 def test_error_under_torch_backend_is_the_references(setup, name):
     models, images, labels = setup
-    result = compare_backends(models, images, labels, name, severities=(3,))
+    result = compare_backends(models, images, labels, name, severities=(3,), draws=4)
     assert 0.05 < result["reference_error"][0] < 0.95  # the corruption matters, but not everything fails
     assert result["max_gap"] <= 0.08, result
 

@@ -40,9 +40,10 @@ def top1_wrong(models: list[LoadedModel], images: torch.Tensor, labels: torch.Te
 
 
 def compare_backends(models: list[LoadedModel], images: torch.Tensor, labels: torch.Tensor, name: str,
-                     severities=(1, 2, 3, 4, 5)) -> dict:
+                     severities=(1, 2, 3, 4, 5), draws: int = 1) -> dict:
     """Both backends on the same images at each severity: mean PSNR between their outputs and, per
-    model, the top-1 error under each backend averaged over ``severities``.
+    model, the top-1 error under each backend averaged over ``severities`` and ``draws`` noise
+    draws per severity (seeds ``severity + 1000 * draw``; more draws, less spread on few images).
 
     ``max_gap`` is the largest difference between the two errors over the models, ``gap_se`` that
     model's standard error of the difference (paired over images): the spread two independent
@@ -50,14 +51,15 @@ def compare_backends(models: list[LoadedModel], images: torch.Tensor, labels: to
     """
     values, difference = [], torch.zeros(len(models), len(images))
     fast_errors, reference_errors = torch.zeros(len(models)), torch.zeros(len(models))
-    for severity in severities:
-        fast = corrupt(images, name, severity, backend="torch", seed=severity)
-        reference = corrupt(images, name, severity, backend="reference", seed=severity)
+    runs = [(severity, severity + 1000 * draw) for severity in severities for draw in range(draws)]
+    for severity, seed in runs:
+        fast = corrupt(images, name, severity, backend="torch", seed=seed)
+        reference = corrupt(images, name, severity, backend="reference", seed=seed)
         values.append(psnr(fast, reference))
         fast_wrong, reference_wrong = top1_wrong(models, fast, labels), top1_wrong(models, reference, labels)
-        fast_errors += fast_wrong.mean(1) / len(severities)
-        reference_errors += reference_wrong.mean(1) / len(severities)
-        difference += (fast_wrong - reference_wrong) / len(severities)
+        fast_errors += fast_wrong.mean(1) / len(runs)
+        reference_errors += reference_wrong.mean(1) / len(runs)
+        difference += (fast_wrong - reference_wrong) / len(runs)
     gaps = (fast_errors - reference_errors).abs()
     worst = int(gaps.argmax())
     return {"psnr": sum(values) / len(values), "torch_error": fast_errors.tolist(),
