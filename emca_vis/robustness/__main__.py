@@ -4,11 +4,17 @@ import sys
 
 from ..errors import run_cli
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["generate"]:
+        from .generate import main as generate_main
+
+        return generate_main(argv[1:])
+    from .evaluate import main as evaluate_main
+
+    return evaluate_main(argv)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["generate"]:
-        from .generate import main
-
-        sys.exit(run_cli(main, sys.argv[2:]))
-    from .evaluate import main
-
     sys.exit(run_cli(main))
