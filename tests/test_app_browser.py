@@ -9,6 +9,7 @@ CI installs Chromium and its driver (.ci/run); without them the test is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -136,13 +137,32 @@ def _screenshot(driver, path: Path) -> None:
     driver.save_screenshot(str(path))
 
 
+@contextlib.contextmanager
+def _recorded(browser, log: Path, name: str):
+    """A check in the browser: a timeout fails with the heatmaps and errors on the page; the
+    screenshot always goes to ``test-artifacts/<name>.png``, the server log beside it on failure."""
+    passed = False
+    try:
+        yield
+        passed = True
+    except TimeoutException:
+        errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ERRORS)]
+        pytest.fail(f"timed out; heatmaps rendered: {_rendered_heatmaps(browser)}; errors on the page: {errors}")
+    finally:
+        try:
+            _screenshot(browser, ARTIFACTS / f"{name}.png")
+        except WebDriverException as error:  # keep the test's own failure
+            print(f"no screenshot: {error.msg}", file=sys.stderr)
+        if not passed:
+            shutil.copy(log, ARTIFACTS / f"{name}-server.log")
+
+
 def test_app_in_chromium(server, browser, tmp_path):
     url, log = server
     image = tmp_path / UPLOAD
     render_sample(0, "val", 5, 96).image.save(image)  # a star at 96 px: resized by the models
     wait = WebDriverWait(browser, 120, poll_frequency=0.25)
-    passed = False
-    try:
+    with _recorded(browser, log, "app"):
         browser.get(url)
         # The default view: three demo models, clean and corrupted heatmaps, without any set-up.
         wait.until(lambda d: len(_rendered_heatmaps(d)) >= 6 and _idle(d))
@@ -177,17 +197,6 @@ def test_app_in_chromium(server, browser, tmp_path):
         assert not errors, [e.text for e in errors]
         alerts = browser.find_elements(By.CSS_SELECTOR, '[data-testid="stAlert"]')
         assert not alerts, [e.text for e in alerts]
-        passed = True
-    except TimeoutException:
-        errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ERRORS)]
-        pytest.fail(f"timed out; heatmaps rendered: {_rendered_heatmaps(browser)}; errors on the page: {errors}")
-    finally:
-        try:
-            _screenshot(browser, ARTIFACTS / "app.png")
-        except WebDriverException as error:  # keep the test's own failure
-            print(f"no screenshot: {error.msg}", file=sys.stderr)
-        if not passed:
-            shutil.copy(log, ARTIFACTS / "app-server.log")
 
 
 def test_app_detectors_in_chromium(server, browser):
@@ -195,8 +204,7 @@ def test_app_detectors_in_chromium(server, browser):
     and corrupted; the screenshot goes to ``test-artifacts/app-detectors.png``."""
     url, log = server
     wait = WebDriverWait(browser, 180, poll_frequency=0.25)
-    passed = False
-    try:
+    with _recorded(browser, log, "app-detectors"):
         browser.get(url)
         wait.until(lambda d: len(_rendered_heatmaps(d)) >= 6 and _idle(d))
         folder = browser.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"] input')
@@ -214,14 +222,3 @@ def test_app_detectors_in_chromium(server, browser):
         assert "multishapes test #7" in text and "pointing game:" in text, text
         errors = browser.find_elements(By.CSS_SELECTOR, ERRORS)
         assert not errors, [e.text for e in errors]
-        passed = True
-    except TimeoutException:
-        errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ERRORS)]
-        pytest.fail(f"timed out; heatmaps rendered: {_rendered_heatmaps(browser)}; errors on the page: {errors}")
-    finally:
-        try:
-            _screenshot(browser, ARTIFACTS / "app-detectors.png")
-        except WebDriverException as error:
-            print(f"no screenshot: {error.msg}", file=sys.stderr)
-        if not passed:
-            shutil.copy(log, ARTIFACTS / "app-detectors-server.log")
