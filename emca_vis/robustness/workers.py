@@ -12,6 +12,7 @@ few bytes of messages, not a copy of its pixels.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import math
 import multiprocessing
 import os
@@ -37,13 +38,15 @@ def run(name: str, images: torch.Tensor, severity: int, seeds: list[int], count:
     n = len(images)
     size = math.ceil(n / (PARTS_PER_WORKER * count))
     pool = _pool(count)
-    buffer = pool.buffer(2 * images.numel())
-    buffer[:images.numel()].view_as(images).copy_(images)
+    # numpy copies: torch's would run on this process' OpenMP threads, which then spin for
+    # milliseconds waiting for more work, on the cores the workers need (6 ms of CPU per batch)
+    buffer = pool.buffer(2 * images.numel()).numpy()
+    np.copyto(buffer[:images.numel()], images.numpy().reshape(-1))
     jobs = [pool.executor.submit(_part, pool.path, tuple(images.shape), name, severity, a, min(a + size, n),
                                  seeds[a:a + size]) for a in range(0, n, size)]
     for job in jobs:
         job.result()
-    return buffer[images.numel():2 * images.numel()].view_as(images).clone()
+    return torch.from_numpy(buffer[images.numel():2 * images.numel()].copy()).view_as(images)
 
 
 class _Pool:
@@ -51,8 +54,7 @@ class _Pool:
         # fork, as DataLoader workers: spawn would re-run the caller's script in each worker; the
         # workers run torch on one thread, which never enters an OpenMP region inherited from here
         context = multiprocessing.get_context("fork")
-        self.executor = ProcessPoolExecutor(count, mp_context=context, initializer=torch.set_num_threads,
-                                            initargs=(1,))
+        self.executor = ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker)
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
         handle, self.path = tempfile.mkstemp(prefix="emca-vis-corrupt-", suffix=".f32", dir=folder)
         os.close(handle)
@@ -77,6 +79,22 @@ def _pool(count: int) -> _Pool:
 
 
 _mapped: dict[str, np.memmap] = {}
+
+
+def _start_worker() -> None:
+    torch.set_num_threads(1)
+    # glibc hands allocations above 128 kB back to the kernel when freed, so every image-sized
+    # temporary of every call came back as fresh zeroed pages (about 550 page faults per part);
+    # keeping them in the heap makes the next call reuse them
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 def _part(path: str, shape: tuple[int, ...], name: str, severity: int, start: int, stop: int,
