@@ -2,7 +2,8 @@
 
     python benchmarks/corruption_speed.py [--image-size 224] [--batch-size 16] [--corruptions ...] [--compete]
 
-Every corruption at every severity 1-5, both backends on the same images, in one run; prints
+Every corruption at every severity 1-5, both backends on the same images, in one run, each
+timed after one untimed pass (numba compiles, caches fill, in every worker process); prints
 milliseconds per corrupted image, the speed-up per corruption and overall, and each against its
 bar: at least 4x per corruption (2x for JPEG and pixelate, one call into a C library per image
 in the reference) and 10x overall. ``--compete`` measures everything again while one busy
@@ -56,7 +57,8 @@ def table(images: torch.Tensor, names: list[str], overall_bar: float, per_corrup
     print("| corruption | reference ms/img | torch ms/img | speed-up | bar | |\n|---|---:|---:|---:|---:|---|")
     totals, passed = [0.0, 0.0], True
     for name in names:
-        corrupt(images[:2], name, 1)  # warm-up (caches, lazy imports)
+        for backend in ("reference", "torch"):  # untimed: numba compiles, caches fill, in every worker
+            seconds(backend, images, name)
         reference, fast = seconds("reference", images, name), seconds("torch", images, name)
         totals[0] += reference
         totals[1] += fast
