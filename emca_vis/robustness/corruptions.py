@@ -76,10 +76,12 @@ def _reference(images: torch.Tensor, name: str, severity: int, seed: int) -> tor
     global _pool
     if _pool is None:
         _pool = ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0)))
-    pixels = (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    jobs = [(image, name, severity, seed * 1_000_003 + i) for i, image in enumerate(pixels)]
-    out = np.stack(list(_pool.map(_reference_one, jobs)))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255).to(images.device)
+    # numpy conversions: torch's would wake this process' OpenMP threads, which spin on the cores
+    # the reference's workers need
+    pixels = np.rint(np.clip(images.detach().cpu().float().numpy(), 0, 1) * 255).astype(np.uint8)
+    jobs = [(image, name, severity, seed * 1_000_003 + i) for i, image in enumerate(pixels.transpose(0, 2, 3, 1))]
+    out = np.stack(list(_pool.map(_reference_one, jobs))).transpose(0, 3, 1, 2)
+    return torch.from_numpy(out.astype(np.float32) / np.float32(255)).to(images.device)
 
 
 def _reference_one(job) -> np.ndarray:
