@@ -73,17 +73,19 @@ def shot_noise(images: torch.Tensor, severity: int, generator: torch.Generator |
     _check(images, severity)
     c = SHOT_NOISE[severity - 1]
     rates = torch.arange(256, dtype=torch.float64) * (c / 255)
-    return sampling.poisson_levels(_to_uint8(images), rates, generator).div_(c).clamp_(0, 1)
+    return sampling.poisson_levels(_to_uint8(images), rates, generator, 1 / c, 1.0)
 
 
 def impulse_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Salt and pepper (skimage ``random_noise(mode='s&p')``): each value, channels separately, is
-    hit with probability ``IMPULSE_NOISE``, then set to 1 or 0 with equal chance (one uniform
-    decides both: below ``c / 2`` salt, below ``c`` pepper)."""
+    hit with probability ``IMPULSE_NOISE``, then set to 1 or 0 with equal chance. The hits are
+    drawn sparsely (:func:`.sampling.hits`) and written into a copy of the images."""
     _check(images, severity)
     c = IMPULSE_NOISE[severity - 1]
-    u = _rand(images, generator)
-    return torch.where(u < c, (u < c / 2).to(images.dtype), images).clamp(0, 1)
+    index, salt = sampling.hits(images.shape, c, generator, images.device)
+    out = images.contiguous().clamp(0, 1)  # contiguous in, contiguous out
+    out.view(-1).index_copy_(0, index, salt.to(out.dtype))
+    return out
 
 
 def speckle_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:

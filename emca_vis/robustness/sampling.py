@@ -69,9 +69,12 @@ def _streams(generator, n: int) -> Streams | None:
 
 
 def _per_image(shape, streams: Streams, draw, dtype) -> torch.Tensor:
+    """``draw(i, count, out)`` writes image ``i``'s values into the flat view ``out`` (in place,
+    or converting on the copy)."""
     out = torch.empty(tuple(shape), dtype=dtype)
+    count = int(np.prod(shape[1:], dtype=np.int64))
     for i in range(shape[0]):
-        out[i] = draw(i, int(np.prod(shape[1:], dtype=np.int64))).view(tuple(shape[1:]))
+        draw(i, count, out[i].view(-1))
     return out
 
 
@@ -82,13 +85,13 @@ def uniform(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
     if streams is None:
         return torch.rand(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
 
-    def draw(i: int, count: int) -> torch.Tensor:
+    def draw(i: int, count: int, out: torch.Tensor) -> None:
         if dtype == torch.float64:
-            words = torch.from_numpy((streams.bits(i).random_raw(count) >> np.uint64(11)).view(np.int64))
-            return words.double().mul_(2.0**-53)
-        return (streams.words(i, count) & 0xFFFFFF).to(dtype).mul_(2.0**-24)
+            out.copy_(torch.from_numpy((streams.bits(i).random_raw(count) >> np.uint64(11)).view(np.int64)))
+        else:
+            out.copy_(streams.words(i, count) & 0xFFFFFF)  # converted to float in the copy
 
-    return _per_image(shape, streams, draw, dtype).to(device)
+    return _per_image(shape, streams, draw, dtype).mul_(2.0**-53 if dtype == torch.float64 else 2.0**-24).to(device)
 
 
 def normal(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
@@ -96,8 +99,11 @@ def normal(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
     streams = _streams(generator, shape[0])
     if streams is None:
         return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
-    return _per_image(shape, streams, lambda i, count: torch.randn(count, generator=streams.torch_generator(i),
-                                                                   dtype=dtype), dtype).to(device)
+
+    def draw(i: int, count: int, out: torch.Tensor) -> None:
+        torch.randn(count, generator=streams.torch_generator(i), dtype=dtype, out=out)
+
+    return _per_image(shape, streams, draw, dtype).to(device)
 
 
 def integers(low: int, high: int, shape, generator, device) -> torch.Tensor:
@@ -107,63 +113,152 @@ def integers(low: int, high: int, shape, generator, device) -> torch.Tensor:
     if streams is None:
         return torch.randint(low, high, tuple(shape), generator=generator, device=generator.device).to(device)
 
-    def draw(i: int, count: int) -> torch.Tensor:
+    def draw(i: int, count: int, out: torch.Tensor) -> None:
         words = streams.words(i, count).long() & 0xFFFFFFFF
-        return ((words * (high - low)) >> 32) + low
+        torch.add((words * (high - low)) >> 32, low, out=out)
 
     return _per_image(shape, streams, draw, torch.int64).to(device)
 
 
-def poisson_levels(levels: torch.Tensor, rates: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Poisson counts ``Poisson(rates[levels])``, as float32, for values with few distinct rates.
+def hits(shape, p: float, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent Bernoulli(``p``) hits on the values of ``shape`` (first dimension: images),
+    each with a fair coin: the flat indices of the hit values (int64, into the whole tensor) and
+    their coins (bool).
+
+    On the CPU the hits are drawn sparsely: the gaps between consecutive hits of an image are
+    geometric, ``floor(log(u) / log(1 - p))`` for a 24-bit uniform ``u`` in (0, 1] (the low half of
+    a 64-bit word; the sign of the high half is the coin). That takes one random word per hit
+    instead of one per value; the gaps' tail probabilities are exact to 2^-24.
+    """
+    streams = _streams(generator, shape[0])
+    count = int(np.prod(shape[1:], dtype=np.int64))
+    if streams is None:
+        u = torch.rand(tuple(shape), generator=generator, device=generator.device)
+        index = (u < p).view(-1).nonzero().squeeze(1)
+        coins = torch.rand(index.shape, generator=generator, device=generator.device) < 0.5
+        return index.to(device), coins.to(device)
+    indices, coins = [], []
+    for i in range(shape[0]):
+        index, coin = _sparse_hits(streams.bits(i), count, p)
+        indices.append(index.add_(i * count))
+        coins.append(coin)
+    return torch.cat(indices).to(device), torch.cat(coins).to(device)
+
+
+def _sparse_hits(bits: np.random.SFC64, count: int, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hits of one image among ``count`` values: blocks of geometric gaps, drawn until the
+    positions pass the end (numpy: these arrays are small, and its calls cost less than torch's)."""
+    if p <= 0:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.bool)
+    scale = np.float32(1 / np.log1p(-p)) if p < 1 else np.float32(0)
+    mean = count * p
+    block = int(mean + 4 * (mean * (1 - p)) ** 0.5 + 16)  # usually one block suffices
+    positions, coins, end = [], [], -1
+    while end < count - 1:
+        words = bits.random_raw(block).view(np.uint32).reshape(block, 2)
+        u = (words[:, 0] & np.uint32(0xFFFFFF)).astype(np.float32)
+        u += 1
+        u *= np.float32(2.0**-24)  # (0, 1], exact
+        np.log(u, out=u)
+        u *= scale
+        u += 1  # 1 + the gap, truncated below
+        steps = u.astype(np.int64)
+        steps[0] += end
+        positions.append(np.cumsum(steps, out=steps))
+        coins.append(words[:, 1] >= 2**31)
+        end = int(steps[-1])
+    index, coin = np.concatenate(positions), np.concatenate(coins)
+    inside = int(np.searchsorted(index, count))
+    return torch.from_numpy(index[:inside]), torch.from_numpy(coin[:inside])
+
+
+def poisson_levels(levels: torch.Tensor, rates: torch.Tensor, generator: torch.Generator | None,
+                   scale: float = 1.0, top: float = float("inf")) -> torch.Tensor:
+    """Poisson counts ``Poisson(rates[levels])`` times ``scale``, capped at ``top``, as float32,
+    for values with few distinct rates.
 
     ``levels`` holds whole numbers (8-bit pixel values, say) in any float or integer dtype.
-    Inversion of each rate's CDF with one float32 uniform per value: the uniform's bin
-    (1/POISSON_BINS wide) gives the count from a table, unless a CDF step falls inside that bin;
-    those few values then step along the CDF. Exact for the given uniforms (the count is the
-    least k with u < F(k)), and several times faster than ``torch.poisson``, whose CPU sampler
-    draws one value at a time.
+    Inversion of each rate's CDF with one 24-bit uniform per value, ``u = (word & 0xFFFFFF) / 2^24``
+    (what :func:`uniform` gives): the uniform's bin (its top 11 bits) and the level index a table
+    of the (scaled, capped) count, unless a CDF step falls inside that bin; those few values
+    (marked negative in the table) then step along the CDF. Exact for the given uniforms (the
+    count is the least k with u < F(k)), and many times faster than ``torch.poisson``, whose CPU
+    sampler draws one value at a time. The table lookup works on the raw integer words: no
+    float uniforms are made but for the values that step.
     """
     device = levels.device
-    table = _poisson_table(tuple(rates.double().cpu().tolist()))
-    u = uniform(levels.shape, generator, device)
-    # bin numbers stay below 2^24, so float32 holds them exactly
-    index = (u * POISSON_BINS).floor_().add_(levels.to(torch.float32), alpha=POISSON_BINS).to(torch.int32)
-    coded = table.coded.to(device).index_select(0, index.view(-1))
-    counts = coded.floor()
-    walk = (coded != counts).nonzero().squeeze(1)
+    table = _poisson_table(tuple(rates.double().cpu().tolist()), float(scale), float(top))
+    streams = _streams(generator, levels.shape[0])
+    if streams is None:
+        words = torch.randint(-2**31, 2**31, levels.shape, generator=generator, device=generator.device,
+                              dtype=torch.int32).to(device)
+    else:
+        words = None
+    rows = (levels.to(torch.int32) * POISSON_BINS).reshape(levels.shape[0], -1)
+    coded = table.coded.to(device)
+    out = torch.empty(levels.shape, dtype=torch.float32, device=device)
+    flat = out.view(levels.shape[0], -1)
+    walk_words, walk_at = [], []
+    for i in range(levels.shape[0]):
+        w = streams.words(i, rows.shape[1]) if words is None else words[i].view(-1)
+        index = (w >> (24 - POISSON_BITS)).bitwise_and_(POISSON_BINS - 1).add_(rows[i])
+        torch.index_select(coded, 0, index, out=flat[i])
+        at = (flat[i] < 0).nonzero().squeeze(1) if device.type != "cpu" else \
+            torch.from_numpy(np.flatnonzero(flat[i].numpy() < 0))
+        walk_words.append(w.index_select(0, at))
+        walk_at.append(at + i * rows.shape[1])
+    walk = torch.cat(walk_at)
     if walk.numel():
-        cdf = table.cdf.to(device)
-        row = levels.reshape(-1).index_select(0, walk).long() * cdf.shape[1]
-        value = u.view(-1).index_select(0, walk).double()
-        count = counts.index_select(0, walk).long()
-        while True:
-            further = cdf.view(-1).index_select(0, row + count) <= value
-            if not bool(further.any()):
-                break
-            count += further
-        counts.index_copy_(0, walk, count.to(counts.dtype))
-    return counts.view(levels.shape)
+        out.view(-1).index_copy_(0, walk, _walk(table, rows.view(-1).index_select(0, walk) // POISSON_BINS,
+                                                torch.cat(walk_words), flat.view(-1).index_select(0, walk)))
+    return out
 
 
-POISSON_BINS = 2048
+def _walk(table: "_PoissonTable", levels: torch.Tensor, words: torch.Tensor, coded: torch.Tensor) -> torch.Tensor:
+    """The counts of values whose bin holds a CDF step, scaled and capped: one step up the level's
+    CDF from the bin's lower-edge count (coded as ``-count - 1``), then, for the few values that
+    took it and may need more, a search of the whole table (whose rows are offset so that it is
+    sorted as one)."""
+    grid = table.grid.to(levels.device)
+    width = grid.numel() * POISSON_BINS // table.coded.numel()  # K + 1
+    value = (words & 0xFFFFFF).long().add_(levels.long() << 26)
+    first = levels.long() * width
+    count = coded.neg().sub_(1).long()
+    further = grid.index_select(0, first + count) <= value
+    count += further
+    more = further.nonzero().squeeze(1)
+    if more.numel():
+        found = torch.searchsorted(grid, value.index_select(0, more), right=True) - first.index_select(0, more)
+        count.index_copy_(0, more, found)
+    return count.float().mul_(table.scale).clamp_(max=table.top)
+
+
+POISSON_BITS = 11
+POISSON_BINS = 2**POISSON_BITS
 
 
 class _PoissonTable(NamedTuple):
-    cdf: torch.Tensor  # [rates, K + 1] float64, last column 2 (beyond any uniform)
-    coded: torch.Tensor  # [rates * BINS] float32: count at the bin's lower edge, + 0.5 if a CDF step is inside
+    grid: torch.Tensor  # [rates * (K + 1)] int64: F(k) 2^24 rounded up (u < F(k) iff u 2^24 < that),
+    # 2^25 for k = K (beyond any uniform), plus the rate's index times 2^26 (sorted as a whole)
+    coded: torch.Tensor  # [rates * BINS] float32: min(count * scale, top) for the count at the bin's
+    # lower edge, or -count - 1 if a CDF step is inside the bin
+    scale: float
+    top: float
 
 
 @lru_cache(maxsize=16)
-def _poisson_table(rates: tuple[float, ...]) -> _PoissonTable:
+def _poisson_table(rates: tuple[float, ...], scale: float, top: float) -> _PoissonTable:
     lam = torch.tensor(rates, dtype=torch.float64)[:, None]
-    top = float(lam.max())
-    k = torch.arange(int(top + 12 * top**0.5 + 12) + 1, dtype=torch.float64)  # P(X > K) < 1e-20
+    top_rate = float(lam.max())
+    k = torch.arange(int(top_rate + 12 * top_rate**0.5 + 12) + 1, dtype=torch.float64)  # P(X > K) < 1e-20
     cdf = (torch.xlogy(k, lam) - lam - torch.lgamma(k + 1)).exp().cumsum(1)
     cdf[:, -1] = 2.0
-    edges = (torch.arange(POISSON_BINS + 1, dtype=torch.float64) / POISSON_BINS).expand(len(rates), -1).contiguous()
-    counts = torch.searchsorted(cdf, edges, right=True)  # X(u) = #{k : F(k) <= u}
-    start, end = counts[:, :-1], counts[:, 1:]
-    return _PoissonTable(cdf, (start + 0.5 * (end > start)).to(torch.float32).flatten())
-
-
+    # count at each bin edge j / BINS: #{k : F(k) <= j / BINS} = #{k : ceil(F(k) BINS) <= j} (exact,
+    # BINS a power of 2), a running sum of how many k have each ceil(F(k) BINS)
+    first_edge = (cdf * POISSON_BINS).ceil_().clamp_(max=POISSON_BINS + 1).long()
+    counts = torch.zeros(len(rates), POISSON_BINS + 2, dtype=torch.float32)
+    counts = counts.scatter_add_(1, first_edge, torch.ones(first_edge.shape)).cumsum_(1)[:, :-1]
+    start, stepped = counts[:, :-1], counts[:, 1:] > counts[:, :-1]
+    coded = torch.where(stepped, -1 - start, start.mul(scale).clamp_(max=top))
+    grid = (cdf * 2**24).ceil_().long().add_(torch.arange(len(rates))[:, None] << 26)
+    return _PoissonTable(grid.flatten(), coded.flatten(), scale, top)
