@@ -127,12 +127,19 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 
 def brightness(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Adds ``BRIGHTNESS`` to the HSV value (clipped to 1)."""
+    """Adds ``BRIGHTNESS`` to the HSV value (clipped to 1).
+
+    Hue and saturation stay, so the HSV round trip reduces to a scaling: with ``v`` the largest
+    channel and ``v' = min(v + c, 1)``, each channel ``x`` becomes ``v' - (v' / v)(v - x)``, i.e.
+    ``x v' / v``, and black (``v = 0``, grey in HSV) becomes ``v'``. Three full-size passes
+    instead of the two colour-space conversions.
+    """
     _check(images, severity)
     c = BRIGHTNESS[severity - 1]
-    hsv = rgb_to_hsv(images)
-    hsv = torch.stack((hsv[:, 0], hsv[:, 1], (hsv[:, 2] + c).clamp(0, 1)), 1)
-    return hsv_to_rgb(hsv).clamp(0, 1)
+    v = images.amax(1, keepdim=True)
+    lifted = (v + c).clamp_(max=1)
+    ratio = lifted / v.clamp(min=1e-30)  # finite for black, where v - x = 0
+    return torch.addcmul(lifted - ratio * v, ratio, images).clamp_(0, 1)
 
 
 def contrast(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
