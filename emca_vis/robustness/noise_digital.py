@@ -257,21 +257,33 @@ def _pixelate_tensor(pixels: torch.Tensor, small_h: int, small_w: int) -> torch.
     return pixels.index_select(3, cols).index_select(2, rows)
 
 
+def _pixels_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] float to rounded 0..255 uint8 (what the reference receives), on the CPU. numpy
+    casts float32 to uint8 several times faster than torch."""
+    scaled = images.detach().to("cpu", torch.float32).mul(255)
+    array = scaled.numpy()
+    np.add(array, 0.5, out=array)
+    np.clip(array, 0, 255, out=array)  # then truncation rounds half up: no .5 from 8-bit inputs
+    return torch.from_numpy(array.astype(np.uint8))
+
+
 def jpeg_compression(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """JPEG encode and decode at quality ``JPEG_QUALITY`` (libjpeg, 4:2:0, as Pillow's save).
 
     Runs on the CPU (torchvision's libjpeg, bit-identical to Pillow) and moves the result back.
+    libjpeg's encode and decode are ~0.2 ms of the ~0.27 ms per 224 px image; the rest is the
+    8-bit conversions, one pass each way.
     """
     _check(images, severity)
     quality = JPEG_QUALITY[severity - 1]
-    pixels = _to_uint8(images).to("cpu", torch.uint8)
+    pixels = _pixels_uint8(images)
     with warnings.catch_warnings():  # torchvision >= 0.29 flags its image codecs as deprecated
         warnings.simplefilter("ignore", DeprecationWarning)
         decoded = decode_jpeg(encode_jpeg(list(pixels.unbind(0)), quality=quality))
     out = torch.empty(pixels.shape)
     for i, image in enumerate(decoded):
-        out[i] = image  # the conversion to float in the copy
-    return out.div_(255).to(images.device)
+        np.divide(image.numpy(), np.float32(255), out=out[i].numpy())  # one pass: cast and scale
+    return out.to(images.device)
 
 
 BLUR_BLOCK = 32  # outputs per block of the banded blur
