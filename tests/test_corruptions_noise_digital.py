@@ -236,3 +236,57 @@ def test_pixelate_tensor_emulation_equals_pillow(size):
         c = nd.PIXELATE[severity - 1]
         emulated = nd._pixelate_tensor(nd._to_uint8(images), int(size[0] * c), int(size[1] * c))
         assert torch.equal(emulated, nd.pixelate(images, severity)), severity
+
+
+def test_poisson_levels_scales_and_caps():
+    """``scale`` and ``top`` give min(count * scale, top) of the same draws, walked values included."""
+    from emca_vis.robustness import sampling
+
+    rates = torch.arange(256, dtype=torch.float64) * (60 / 255)
+    levels = torch.arange(256).repeat(2, 3, 200).view(2, 3, 200, 256).float()
+    counts = sampling.poisson_levels(levels, rates, torch.Generator().manual_seed(5))
+    scaled = sampling.poisson_levels(levels, rates, torch.Generator().manual_seed(5), 1 / 60, 1.0)
+    torch.testing.assert_close(scaled, (counts / 60).clamp(max=1), rtol=1e-6, atol=1e-7)
+
+
+def test_sparse_hits_are_independent_fair_bernoulli():
+    """Hit rate p, fair coins, no dependence between neighbours (pairs hit at p^2), and an image's
+    hits do not depend on the batch it is drawn in."""
+    from emca_vis.robustness import sampling
+
+    shape = (4, 3, 200, 200)
+    per_image = 3 * 200 * 200
+    for p in (0.03, 0.27):
+        index, coin = sampling.hits(shape, p, sampling.Streams([7, 8, 9, 10]), "cpu")
+        hit = torch.zeros(shape).view(-1)
+        hit[index] = 1
+        n = hit.numel()
+        assert abs(hit.mean().item() - p) <= 5 * (p * (1 - p) / n) ** 0.5, p
+        assert abs(coin.float().mean().item() - 0.5) <= 5 * (0.25 / coin.numel()) ** 0.5, p
+        pairs = (hit[:-1] * hit[1:]).mean().item()
+        assert abs(pairs - p * p) <= 5 * (p * p / n) ** 0.5, (p, pairs)
+        alone, alone_coin = sampling.hits((1,) + shape[1:], p, sampling.Streams([9]), "cpu")
+        third = (index >= 2 * per_image) & (index < 3 * per_image)
+        assert torch.equal(index[third] - 2 * per_image, alone) and torch.equal(coin[third], alone_coin)
+
+
+def test_brightness_is_the_hsv_round_trip(images):
+    """The closed form equals adding c to the HSV value through :func:`rgb_to_hsv` / :func:`hsv_to_rgb`
+    (black, grey and saturated pixels included)."""
+    x = to_torch(images)
+    x[:, :, :2] = 0
+    x[:, 0, 2:4] = 1
+    for severity, c in enumerate(nd.BRIGHTNESS, 1):
+        hsv = nd.rgb_to_hsv(x)
+        hsv = torch.cat((hsv[:, :2], (hsv[:, 2:] + c).clamp(0, 1)), 1)
+        torch.testing.assert_close(nd.brightness(x, severity), nd.hsv_to_rgb(hsv).clamp(0, 1), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("size,sigma", [((37, 50), (2.5, 3.7)), ((224, 224), (2.24, 2.24)), ((5, 90), (2.0, 9.0))])
+def test_banded_blur_matches_skimage(size, sigma):
+    """The blockwise banded blur equals skimage's reflect-mode Gaussian, sizes not a multiple of the
+    block and kernels wider than a short side included."""
+    noise = np.random.default_rng(4).uniform(-1, 1, size=(2,) + size)
+    ours = nd.gaussian_blur_reflect(torch.from_numpy(noise)[None], sigma)[0].numpy()
+    for field, expected in zip(ours, noise):
+        np.testing.assert_allclose(field, gaussian(expected, sigma, mode="reflect", truncate=3), atol=1e-12)
