@@ -215,24 +215,26 @@ def poisson_levels(levels: torch.Tensor, rates: torch.Tensor, generator: torch.G
 
 
 def _walk(table: "_PoissonTable", levels: torch.Tensor, words: torch.Tensor, coded: torch.Tensor) -> torch.Tensor:
-    """The counts of values whose bin holds a CDF step, scaled and capped: one step up the level's
-    CDF from the bin's lower-edge count (coded as ``-count - 1``), then, for the few values that
-    took it and may need more, a search of the whole table (whose rows are offset so that it is
-    sorted as one)."""
+    """The counts of values whose bin holds a CDF step, scaled and capped: a few steps up the
+    level's CDF from the bin's lower-edge count (coded as ``-count - 1``), then, for the rare
+    values that are still below their count (a bin with many steps: the far tail), a search of the
+    whole table (whose rows are offset so that it is sorted as one)."""
     grid = table.grid.to(levels.device)
     width = grid.numel() * POISSON_BINS // table.coded.numel()  # K + 1
     value = (words & 0xFFFFFF).long().add_(levels.long() << 26)
     first = levels.long() * width
     count = coded.neg().sub_(1).long()
-    further = grid.index_select(0, first + count) <= value
-    count += further
-    more = further.nonzero().squeeze(1)
+    for _ in range(WALK_STEPS):
+        further = grid.index_select(0, first + count) <= value
+        count += further
+    more = (grid.index_select(0, first + count) <= value).nonzero().squeeze(1)
     if more.numel():
         found = torch.searchsorted(grid, value.index_select(0, more), right=True) - first.index_select(0, more)
         count.index_copy_(0, more, found)
     return count.float().mul_(table.scale).clamp_(max=table.top)
 
 
+WALK_STEPS = 3  # most bins hold one CDF step; the search handles the rest
 POISSON_BITS = 11
 POISSON_BINS = 2**POISSON_BITS
 
