@@ -7,8 +7,10 @@ over threads. Pass a :class:`Streams` as the ``generator`` to go on with given s
 from it, at every draw. On the CPU, uniform numbers and integers come from numpy's SFC64 bit
 generator (one 64-bit word gives two 24-bit uniforms): several times faster than
 ``torch.rand``, whose CPU sampler (mt19937) made the noises the slowest corruptions. Normals
-come from ``torch.randn`` with the image's torch generator. With a CUDA generator the whole
-batch is one call on the device.
+come from ``torch.randn`` with the image's torch generator (its vectorised Box-Muller beat
+numpy's ziggurat and a Box-Muller on SFC64 words here). Sparse Bernoulli hits
+(:func:`hits`) and Poisson counts (:func:`poisson_levels`) work on the raw words. With a CUDA
+generator the whole batch is one call on the device.
 """
 
 from __future__ import annotations
