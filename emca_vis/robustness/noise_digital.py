@@ -65,7 +65,8 @@ def gaussian_noise(images: torch.Tensor, severity: int, generator: torch.Generat
     """Additive Gaussian noise, std ``GAUSSIAN_NOISE``."""
     _check(images, severity)
     c = GAUSSIAN_NOISE[severity - 1]
-    return _randn(images, generator).mul_(c).add_(images).clamp_(0, 1)
+    noise = _randn(images, generator)
+    return torch.add(images, noise, alpha=c, out=noise).clamp_(0, 1)
 
 
 def shot_noise(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
