@@ -161,9 +161,8 @@ def ours_with_draws(x: torch.Tensor, name: str, severity: int, draws: list) -> t
         return weather._frost(x, severity, stack(0), stack(1), stack(2))
     if name == "fog":
         mapsize = 1 << (max(x.shape[-2:]) - 1).bit_length()
-        calls = iter(range(len(draws[0])))
-        uniform = lambda shape: stack(next(calls)).float()  # noqa: E731
-        plasma = weather._plasma_fractal(len(x), mapsize, weather.FOG[severity - 1][1], uniform, x.device)
+        units = torch.cat([stack(j).reshape(len(x), -1) for j in range(len(draws[0]))], 1) * 2 - 1
+        plasma = weather._plasma_fractal(units.float(), mapsize, weather.FOG[severity - 1][1])
         return weather._fog(x, severity, plasma)
     c = weather.SPATTER[severity - 1]
     return weather._spatter(x, severity, c[0] + c[1] * stack(0))

@@ -95,36 +95,51 @@ def snow(images: torch.Tensor, severity: int, generator: torch.Generator | None 
     _check(images, severity)
     c = SNOW[severity - 1]
     n, _, h, w = images.shape
-    field = _rand((n, h, w), generator, images.device, normal=True) * c[1] + c[0]
+    # the reference draws an [H, W] field but zooms only its centre: drawing just that is the same law
+    _, ch, _, cw = _zoom_crop(h, w, c[2])
+    field = _rand((n, ch, cw), generator, images.device, normal=True).mul_(c[1]).add_(c[0])
     angle = _rand((n,), generator, images.device, torch.float64) * 90 - 135  # uniform(-135, -45)
     return _snow(images, severity, field, angle)
 
 
 def _snow(images: torch.Tensor, severity: int, field: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Snow from the normal ``field`` [N, H, W] (mean c0, std c1) and blur ``angle`` [N] in degrees."""
-    c = SNOW[severity - 1]
-    h, w = images.shape[-2:]
-    layer = _clipped_zoom(field.float(), c[2])
-    layer = torch.where(layer < c[3], 0, layer).clamp(0, 1)
-    layer = motion_blur_at(layer[:, None], c[4], c[5], angle)[:, 0]
-    layer = (torch.round(layer * 255) / 255)[:, None, :h, :w]
-    gray = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]  # cv2 RGB2GRAY
-    x = c[6] * images + (1 - c[6]) * torch.maximum(images, gray * 1.5 + 0.5)
-    return (x + layer + layer.flip(-2, -1)).clamp(0, 1)
+    """Snow from the normal ``field`` (mean c0, std c1) and blur ``angle`` [N] in degrees.
 
-
-def _clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
-    """The reference's ``clipped_zoom`` of [N, H, W]: centre crop, then ``scipy.ndimage.zoom(order=1)``.
-
-    scipy's zoom maps the corner pixels onto each other (bilinear with align_corners=True); its
-    output is round(crop * zoom) >= the input size, as in the reference (cropped later).
+    ``field`` is the reference's [N, H, W] field or just its centre that the zoom keeps
+    (``_zoom_crop``).
     """
-    h, w = x.shape[-2:]
+    c = SNOW[severity - 1]
+    n, _, h, w = images.shape
+    layer = _clipped_zoom(field.float(), c[2], h, w)
+    layer.masked_fill_(layer < c[3], 0).clamp_(0, 1)
+    layer = motion_blur_at(layer[:, None], c[4], c[5], angle)[:, 0, :h, :w]
+    layer = layer.mul(255).round_()  # the reference's uint8 layer, in units of 1/255
+    layer = layer.add_(layer.flip(-2, -1))[:, None]
+    gray = images[:, 0] * (0.299 * 1.5)  # cv2 RGB2GRAY, times 1.5, plus 0.5
+    gray.add_(images[:, 1], alpha=0.587 * 1.5).add_(images[:, 2], alpha=0.114 * 1.5).add_(0.5)
+    x = torch.maximum(images, gray[:, None])
+    x = torch.lerp(images, x, 1 - c[6], out=x)  # c6 * images + (1 - c6) * max(images, gray)
+    return x.add_(layer, alpha=1 / 255).clamp_(0, 1)
+
+
+def _zoom_crop(h: int, w: int, zoom: float) -> tuple[int, int, int, int]:
+    """The centre (top, height, left, width) of an ``h`` x ``w`` map that the reference's ``clipped_zoom`` keeps."""
     ch, cw = math.ceil(h / zoom), math.ceil(w / zoom)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = x[:, None, top:top + ch, left:left + cw]
+    return (h - ch) // 2, ch, (w - cw) // 2, cw
+
+
+def _clipped_zoom(x: torch.Tensor, zoom: float, h: int, w: int) -> torch.Tensor:
+    """The reference's ``clipped_zoom`` of an [N, h, w] map (or of its centre crop, already cut).
+
+    A centre crop, then ``scipy.ndimage.zoom(order=1)``, which maps the corner pixels onto each
+    other (bilinear with align_corners=True); the output is round(crop * zoom) >= the input size,
+    as in the reference (cropped later).
+    """
+    top, ch, left, cw = _zoom_crop(h, w, zoom)
+    if x.shape[-2:] != (ch, cw):
+        x = x[..., top:top + ch, left:left + cw]
     size = (int(round(ch * zoom)), int(round(cw * zoom)))
-    return F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[:, 0]
+    return F.interpolate(x[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
 
 
 # ---------------------------------------------------------------- frost
@@ -145,18 +160,12 @@ def _frost(images: torch.Tensor, severity: int, which: torch.Tensor, top: torch.
            left: torch.Tensor) -> torch.Tensor:
     """Frost with photo ``which`` [N] cropped at (``top``, ``left``) [N] after rescaling."""
     c = FROST[severity - 1]
-    n, _, h, w = images.shape
-    device = images.device
-    which, top, left = which.to(device), top.to(device), left.to(device)
-    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-    crops = torch.empty_like(images)
-    for k in torch.unique(which).tolist():  # one gather per photo used
-        pick = (which == k).nonzero()[:, 0]
-        photo = _frost_photo(k, _frost_size(k, h, w), device)
-        r = top[pick, None, None] + rows[None, :, None]
-        q = left[pick, None, None] + cols[None, None, :]
-        crops[pick] = photo[:, r, q].permute(1, 0, 2, 3).float() / 255
-    return (c[0] * images + c[1] * crops).clamp(0, 1)
+    h, w = images.shape[-2:]
+    photos = _frost_photos(h, w, images.device)
+    out = torch.empty_like(images)
+    for i, (k, t, l) in enumerate(zip(which.tolist(), top.tolist(), left.tolist())):
+        torch.mul(photos[k][:, t:t + h, l:l + w], c[1] / 255, out=out[i])  # the crop is a slice, cast once
+    return out.add_(images, alpha=c[0]).clamp_(0, 1)
 
 
 @lru_cache(maxsize=None)
@@ -167,6 +176,7 @@ def _frost_original(k: int) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
+@lru_cache(maxsize=64)
 def _frost_size(k: int, h: int, w: int) -> tuple[int, int]:
     """Size of photo ``k`` after the reference's rescaling for an ``h`` x ``w`` image (same float ops)."""
     fh, fw = _frost_original(k).shape[-2:]
@@ -181,6 +191,13 @@ def _frost_size(k: int, h: int, w: int) -> tuple[int, int]:
         scaling_factor = max(h / fh, w / fw)
     scaling_factor *= 1.1
     return int(np.ceil(fh * scaling_factor)), int(np.ceil(fw * scaling_factor))
+
+
+@lru_cache(maxsize=8)
+def _frost_photos(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """All the photos resized for ``h`` x ``w`` images, made together on first use (a fixed cost,
+    not one that falls on whichever later call first draws a photo)."""
+    return tuple(_frost_photo(k, _frost_size(k, h, w), device) for k in range(len(FROST_FILES)))
 
 
 @lru_cache(maxsize=32)
@@ -200,60 +217,110 @@ def fog(images: torch.Tensor, severity: int, generator: torch.Generator | None =
     c = FOG[severity - 1]
     n, _, h, w = images.shape
     mapsize = 1 << (max(h, w) - 1).bit_length()  # next power of 2
-    draws = _rand((n, mapsize**2 - 1), generator, images.device)  # what all the levels use, drawn at once
-    used = 0
-
-    def uniform(shape: tuple[int, ...]) -> torch.Tensor:
-        nonlocal used
-        size = math.prod(shape)
-        used += size
-        return draws[:, used - size:used].reshape(n, *shape)
-
-    plasma = _plasma_fractal(n, mapsize, c[1], uniform, images.device)
-    return _fog(images, severity, plasma)
+    count = mapsize**2 - 1  # what all the levels draw
+    if isinstance(generator, sampling.Streams) and len(generator) == n:
+        # 24 random bits as a signed integer v: v / 2^23 is uniform in [-1, 1), as 2u - 1 is
+        words = torch.stack([generator.words(i, count) for i in range(n)]).bitwise_right_shift_(8)
+        units, unit = words.to(images.device, torch.float32), 2.0**-23
+    else:
+        units, unit = _rand((n, count), generator, images.device).mul_(2).sub_(1), 1.0
+    return _fog(images, severity, _plasma_fractal(units, mapsize, c[1], unit))
 
 
 def _fog(images: torch.Tensor, severity: int, plasma: torch.Tensor) -> torch.Tensor:
-    """Fog from ``plasma`` [N, S, S] in [0, 1], S >= H, W (its top-left corner is used)."""
+    """Fog from the height map ``plasma`` [N, S, S], S >= H, W (scaled to [0, 1] here; its top-left corner is used).
+
+    ``(x + c0 * p) * peak / (peak + c0)``, ``p`` the map scaled to [0, 1] and ``peak`` the image
+    maximum, is one multiply-add of the image with per-image constants.
+    """
     c = FOG[severity - 1]
-    h, w = images.shape[-2:]
-    max_val = images.amax(dim=(1, 2, 3), keepdim=True)
-    x = images + c[0] * plasma[:, None, :h, :w]
-    return (x * max_val / (max_val + c[0])).clamp(0, 1)
+    n, _, h, w = images.shape
+    low, high = plasma.reshape(n, -1).amin(dim=1), plasma.reshape(n, -1).amax(dim=1)  # (aminmax is slower)
+    peak = images.reshape(n, -1).amax(dim=1)
+    keep = peak / (peak + c[0])  # the image's factor
+    gain = c[0] * keep / (high - low)  # the map's
+    layer = torch.addcmul((-low * gain).view(n, 1, 1), plasma[:, :h, :w], gain.view(n, 1, 1))
+    return torch.addcmul(layer[:, None], images, keep.view(n, 1, 1, 1)).clamp_(0, 1)
 
 
-def _plasma_fractal(n: int, mapsize: int, wibbledecay: float,
-                    uniform: Callable[[tuple[int, ...]], torch.Tensor], device: torch.device) -> torch.Tensor:
-    """``n`` diamond-square height maps [n, mapsize, mapsize] in [0, 1], as the reference's ``plasma_fractal``.
+# The first levels (up to a 16 x 16 grid) work on a few numbers each: one product with a matrix.
+_PLASMA_START = 16
 
-    ``uniform(shape)`` returns independent uniform [0, 1) numbers of shape ``(n, *shape)``; it is
-    called three times per level (squares, then the two diamond grids), in the reference's order.
-    Each level is filled at once for all images with strided slices.
+
+def _plasma_fractal(units: torch.Tensor, mapsize: int, wibbledecay: float, unit: float = 1.0) -> torch.Tensor:
+    """Diamond-square height maps [n, mapsize, mapsize], as the reference's ``plasma_fractal`` before its scaling to [0, 1].
+
+    ``units`` [n, mapsize**2 - 1] times ``unit`` are the reference's ``np.random.uniform(-wibble,
+    wibble)`` draws divided by ``wibble``, in its order: per level, squares, then the two diamond
+    grids, each row-major. The map is built coarse to fine as a grid of the points set so far;
+    the first levels are linear in their draws (a cached matrix), the others are done level by
+    level on whole grids.
     """
     assert mapsize & (mapsize - 1) == 0, "mapsize must be a power of two"
-    m = torch.zeros(n, mapsize, mapsize, device=device)
-    stepsize, wibble = mapsize, 100.0
-
-    def wibbledmean(total: torch.Tensor) -> torch.Tensor:
-        u = uniform(tuple(total.shape[1:])).to(total)
-        return total / 4 + wibble * (-wibble + 2 * wibble * u)  # wibble * uniform(-wibble, wibble)
-
-    while stepsize >= 2:
-        half = stepsize // 2
-        corners = m[:, 0::stepsize, 0::stepsize]  # squares
-        total = corners + corners.roll(-1, 1)
-        total = total + total.roll(-1, 2)
-        m[:, half::stepsize, half::stepsize] = wibbledmean(total)
-        centres = m[:, half::stepsize, half::stepsize]  # diamonds
-        corners = m[:, 0::stepsize, 0::stepsize]
-        total = centres + centres.roll(1, 1) + corners + corners.roll(-1, 2)
-        m[:, 0::stepsize, half::stepsize] = wibbledmean(total)
-        total = centres + centres.roll(1, 2) + corners + corners.roll(-1, 1)
-        m[:, half::stepsize, 0::stepsize] = wibbledmean(total)
-        stepsize //= 2
+    n = units.shape[0]
+    start = min(mapsize, _PLASMA_START)
+    used = start**2 - 1
+    matrix = _plasma_matrix(start, wibbledecay).to(units)
+    m = units.new_empty(n, start * start)
+    for i in range(n):  # image by image: a product's rounding may depend on the number of rows
+        torch.mm(units[i:i + 1, :used], matrix, out=m[i:i + 1])
+    m = m.mul_(unit).view(n, start, start)
+    wibble = 100.0 / wibbledecay ** (start.bit_length() - 1)
+    while m.shape[-1] < mapsize:
+        g = m.shape[-1]
+        m = _diamond_square(m, units[:, used:used + 3 * g * g].view(n, 3, g, g), wibble * wibble * unit)
+        used += 3 * g * g
         wibble /= wibbledecay
-    m = m - m.amin(dim=(1, 2), keepdim=True)
-    return m / m.amax(dim=(1, 2), keepdim=True)
+    return m
+
+
+@lru_cache(maxsize=16)
+def _plasma_matrix(size: int, wibbledecay: float) -> torch.Tensor:
+    """The ``size`` x ``size`` grid of the first levels as a linear map of their draws: [size**2 - 1, size**2]."""
+    count = size**2 - 1
+    units = torch.eye(count, dtype=torch.float64)
+    m, used, wibble = torch.zeros(count, 1, 1, dtype=torch.float64), 0, 100.0
+    while m.shape[-1] < size:
+        g = m.shape[-1]
+        m = _diamond_square(m, units[:, used:used + 3 * g * g].view(count, 3, g, g), wibble * wibble)
+        used += 3 * g * g
+        wibble /= wibbledecay
+    return m.reshape(count, size * size).float()
+
+
+def _diamond_square(corners: torch.Tensor, units: torch.Tensor, scale: float) -> torch.Tensor:
+    """One level of diamond-square: the [n, G, G] grid (periodic) to [n, 2G, 2G].
+
+    With Z the new square centres and C the corners, each a mean of four neighbours plus
+    ``scale * units`` ([n, 3, G, G]: centres, then the two diamond grids):
+    Z[i, j] ~ C[i:i+2, j:j+2], the diamond at (i, j + 1/2) ~ Z[i-1, j], Z[i, j], C[i, j], C[i, j+1],
+    the one at (i + 1/2, j) ~ Z[i, j-1], Z[i, j], C[i, j], C[i+1, j]; indices wrap around.
+    Each G x G grid is computed whole (contiguous, fast), then copied into the interleaved map.
+    """
+    n, g, _ = corners.shape
+    out = corners.new_empty(n, 2 * g, 2 * g)
+    grid = out.view(n, g, 2, g, 2)  # grid[:, i, a, j, b] is the point (i + a/2, j + b/2)
+    grid[:, :, 0, :, 0] = corners
+    after = _wrap(corners, 0)  # C[i+1], C[j+1] at [i, j], wrapping
+    pairs = torch.add(after[:, :-1], after[:, 1:])  # the reference's order: rows, then columns
+    centres = torch.add(pairs[:, :, :-1], pairs[:, :, 1:]).mul_(0.25).add_(units[:, 0], alpha=scale)
+    grid[:, :, 1, :, 1] = centres
+    before = _wrap(centres, -1)  # Z[i-1], Z[j-1] at [i, j], wrapping
+    shared = torch.add(centres, corners).mul_(0.25)
+    for k, (z, c) in enumerate(((before[:, :-1, 1:], after[:, :-1, 1:]), (before[:, 1:, :-1], after[:, 1:, :-1])), 1):
+        # contiguous sums, then one strided copy each into the interleaved grid
+        grid[:, :, k - 1, :, 2 - k] = torch.add(shared, z, alpha=0.25).add_(c, alpha=0.25).add_(units[:, k], alpha=scale)
+    return out
+
+
+def _wrap(x: torch.Tensor, edge: int) -> torch.Tensor:
+    """[n, G, G] grown to [n, G+1, G+1] by wrapping around: its first row and column (``edge`` 0)
+    repeated at the end, or its last (``edge`` -1) repeated at the start."""
+    if edge == 0:
+        x = torch.cat((x, x[:, :1]), 1)
+        return torch.cat((x, x[:, :, :1]), 2)
+    x = torch.cat((x[:, -1:], x), 1)
+    return torch.cat((x[:, :, -1:], x), 2)
 
 
 # ---------------------------------------------------------------- spatter
