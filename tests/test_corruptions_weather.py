@@ -162,7 +162,8 @@ def ours_with_draws(x: torch.Tensor, name: str, severity: int, draws: list) -> t
     if name == "fog":
         mapsize = 1 << (max(x.shape[-2:]) - 1).bit_length()
         units = torch.cat([stack(j).reshape(len(x), -1) for j in range(len(draws[0]))], 1) * 2 - 1
-        plasma = weather._plasma_fractal(units.float(), mapsize, weather.FOG[severity - 1][1])
+        scales = weather._plasma_scales(mapsize, weather.FOG[severity - 1][1], x.device)
+        plasma = weather._plasma_fractal(units.float() * scales, mapsize)
         return weather._fog(x, severity, plasma)
     c = weather.SPATTER[severity - 1]
     return weather._spatter(x, severity, c[0] + c[1] * stack(0))

@@ -217,21 +217,22 @@ def fog(images: torch.Tensor, severity: int, generator: torch.Generator | None =
     c = FOG[severity - 1]
     n, _, h, w = images.shape
     mapsize = 1 << (max(h, w) - 1).bit_length()  # next power of 2
-    count = mapsize**2 - 1  # what all the levels draw
+    scales = _plasma_scales(mapsize, c[1], images.device)  # wibble**2 of each draw's level
     if isinstance(generator, sampling.Streams) and len(generator) == n:
-        # 24 random bits as a signed integer v: v / 2^23 is uniform in [-1, 1), as 2u - 1 is
-        words = torch.stack([generator.words(i, count) for i in range(n)]).bitwise_right_shift_(8)
-        units, unit = words.to(images.device, torch.float32), 2.0**-23
+        # 24 random bits as a signed integer v: v / 2^23 is uniform in [-1, 1), as 2u - 1 is;
+        # the product casts and scales in one pass
+        words = torch.stack([generator.words(i, scales.numel()) for i in range(n)]).bitwise_right_shift_(8)
+        noise = torch.mul(words.to(images.device), scales * 2.0**-23)
     else:
-        units, unit = _rand((n, count), generator, images.device).mul_(2).sub_(1), 1.0
-    return _fog(images, severity, _plasma_fractal(units, mapsize, c[1], unit))
+        noise = torch.addcmul(-scales, _rand((n, scales.numel()), generator, images.device), 2 * scales)
+    return _fog(images, severity, _plasma_fractal(noise, mapsize))
 
 
 def _fog(images: torch.Tensor, severity: int, plasma: torch.Tensor) -> torch.Tensor:
     """Fog from the height map ``plasma`` [N, S, S], S >= H, W (scaled to [0, 1] here; its top-left corner is used).
 
     ``(x + c0 * p) * peak / (peak + c0)``, ``p`` the map scaled to [0, 1] and ``peak`` the image
-    maximum, is one multiply-add of the image with per-image constants.
+    maximum, is one multiply-add of the image with per-image constants. ``plasma`` is overwritten.
     """
     c = FOG[severity - 1]
     n, _, h, w = images.shape
@@ -239,7 +240,7 @@ def _fog(images: torch.Tensor, severity: int, plasma: torch.Tensor) -> torch.Ten
     peak = images.reshape(n, -1).amax(dim=1)
     keep = peak / (peak + c[0])  # the image's factor
     gain = c[0] * keep / (high - low)  # the map's
-    layer = torch.addcmul((-low * gain).view(n, 1, 1), plasma[:, :h, :w], gain.view(n, 1, 1))
+    layer = plasma[:, :h, :w].sub_(low.view(n, 1, 1)).mul_(gain.view(n, 1, 1))  # in place: no new buffer
     return torch.addcmul(layer[:, None], images, keep.view(n, 1, 1, 1)).clamp_(0, 1)
 
 
@@ -247,52 +248,62 @@ def _fog(images: torch.Tensor, severity: int, plasma: torch.Tensor) -> torch.Ten
 _PLASMA_START = 16
 
 
-def _plasma_fractal(units: torch.Tensor, mapsize: int, wibbledecay: float, unit: float = 1.0) -> torch.Tensor:
+@lru_cache(maxsize=16)
+def _plasma_scales(mapsize: int, wibbledecay: float, device: torch.device) -> torch.Tensor:
+    """``wibble**2`` for each of the ``mapsize**2 - 1`` draws of ``plasma_fractal``, in its order.
+
+    The reference adds ``wibble * np.random.uniform(-wibble, wibble)`` to each new point, with
+    ``wibble`` 100 at the first level (3 draws) and divided by ``wibbledecay`` at each next one
+    (4 times as many draws).
+    """
+    counts = [3 * 4**level for level in range(mapsize.bit_length() - 1)]
+    wibbles = torch.tensor([100.0 / wibbledecay**level for level in range(len(counts))], dtype=torch.float64)
+    return (wibbles**2).repeat_interleave(torch.tensor(counts, dtype=torch.long)).float().to(device)
+
+
+def _plasma_fractal(noise: torch.Tensor, mapsize: int) -> torch.Tensor:
     """Diamond-square height maps [n, mapsize, mapsize], as the reference's ``plasma_fractal`` before its scaling to [0, 1].
 
-    ``units`` [n, mapsize**2 - 1] times ``unit`` are the reference's ``np.random.uniform(-wibble,
-    wibble)`` draws divided by ``wibble``, in its order: per level, squares, then the two diamond
-    grids, each row-major. The map is built coarse to fine as a grid of the points set so far;
-    the first levels are linear in their draws (a cached matrix), the others are done level by
-    level on whole grids.
+    ``noise`` [n, mapsize**2 - 1] are the reference's ``wibble * np.random.uniform(-wibble,
+    wibble)`` terms, in its order: per level, squares, then the two diamond grids, each
+    row-major. The map is built coarse to fine as a grid of the points set so far; the first
+    levels are linear in their noise (a cached matrix), the others are done level by level on
+    whole grids.
     """
     assert mapsize & (mapsize - 1) == 0, "mapsize must be a power of two"
-    n = units.shape[0]
+    n = noise.shape[0]
     start = min(mapsize, _PLASMA_START)
     used = start**2 - 1
-    matrix = _plasma_matrix(start, wibbledecay).to(units)
-    m = units.new_empty(n, start * start)
+    matrix = _plasma_matrix(start).to(noise)
+    m = noise.new_empty(n, start * start)
     for i in range(n):  # image by image: a product's rounding may depend on the number of rows
-        torch.mm(units[i:i + 1, :used], matrix, out=m[i:i + 1])
-    m = m.mul_(unit).view(n, start, start)
-    wibble = 100.0 / wibbledecay ** (start.bit_length() - 1)
+        torch.mm(noise[i:i + 1, :used], matrix, out=m[i:i + 1])
+    m = m.view(n, start, start)
     while m.shape[-1] < mapsize:
         g = m.shape[-1]
-        m = _diamond_square(m, units[:, used:used + 3 * g * g].view(n, 3, g, g), wibble * wibble * unit)
+        m = _diamond_square(m, noise[:, used:used + 3 * g * g].view(n, 3, g, g))
         used += 3 * g * g
-        wibble /= wibbledecay
     return m
 
 
-@lru_cache(maxsize=16)
-def _plasma_matrix(size: int, wibbledecay: float) -> torch.Tensor:
-    """The ``size`` x ``size`` grid of the first levels as a linear map of their draws: [size**2 - 1, size**2]."""
+@lru_cache(maxsize=8)
+def _plasma_matrix(size: int) -> torch.Tensor:
+    """The ``size`` x ``size`` grid of the first levels as a linear map of their noise: [size**2 - 1, size**2]."""
     count = size**2 - 1
-    units = torch.eye(count, dtype=torch.float64)
-    m, used, wibble = torch.zeros(count, 1, 1, dtype=torch.float64), 0, 100.0
+    noise = torch.eye(count, dtype=torch.float64)
+    m, used = torch.zeros(count, 1, 1, dtype=torch.float64), 0
     while m.shape[-1] < size:
         g = m.shape[-1]
-        m = _diamond_square(m, units[:, used:used + 3 * g * g].view(count, 3, g, g), wibble * wibble)
+        m = _diamond_square(m, noise[:, used:used + 3 * g * g].view(count, 3, g, g))
         used += 3 * g * g
-        wibble /= wibbledecay
     return m.reshape(count, size * size).float()
 
 
-def _diamond_square(corners: torch.Tensor, units: torch.Tensor, scale: float) -> torch.Tensor:
+def _diamond_square(corners: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """One level of diamond-square: the [n, G, G] grid (periodic) to [n, 2G, 2G].
 
     With Z the new square centres and C the corners, each a mean of four neighbours plus
-    ``scale * units`` ([n, 3, G, G]: centres, then the two diamond grids):
+    ``noise`` ([n, 3, G, G]: centres, then the two diamond grids):
     Z[i, j] ~ C[i:i+2, j:j+2], the diamond at (i, j + 1/2) ~ Z[i-1, j], Z[i, j], C[i, j], C[i, j+1],
     the one at (i + 1/2, j) ~ Z[i, j-1], Z[i, j], C[i, j], C[i+1, j]; indices wrap around.
     Each G x G grid is computed whole (contiguous, fast), then copied into the interleaved map.
@@ -303,13 +314,15 @@ def _diamond_square(corners: torch.Tensor, units: torch.Tensor, scale: float) ->
     grid[:, :, 0, :, 0] = corners
     after = _wrap(corners, 0)  # C[i+1], C[j+1] at [i, j], wrapping
     pairs = torch.add(after[:, :-1], after[:, 1:])  # the reference's order: rows, then columns
-    centres = torch.add(pairs[:, :, :-1], pairs[:, :, 1:]).mul_(0.25).add_(units[:, 0], alpha=scale)
+    centres = torch.add(pairs[:, :, :-1], pairs[:, :, 1:])
+    centres = torch.add(noise[:, 0], centres, alpha=0.25, out=centres)
     grid[:, :, 1, :, 1] = centres
     before = _wrap(centres, -1)  # Z[i-1], Z[j-1] at [i, j], wrapping
-    shared = torch.add(centres, corners).mul_(0.25)
-    for k, (z, c) in enumerate(((before[:, :-1, 1:], after[:, :-1, 1:]), (before[:, 1:, :-1], after[:, 1:, :-1])), 1):
-        # contiguous sums, then one strided copy each into the interleaved grid
-        grid[:, :, k - 1, :, 2 - k] = torch.add(shared, z, alpha=0.25).add_(c, alpha=0.25).add_(units[:, k], alpha=scale)
+    shared = torch.add(centres, corners)
+    diamonds = torch.add(shared, before[:, :-1, 1:]).add_(after[:, :-1, 1:])
+    torch.add(noise[:, 1], diamonds, alpha=0.25, out=grid[:, :, 0, :, 1])
+    diamonds = shared.add_(before[:, 1:, :-1]).add_(after[:, 1:, :-1])
+    torch.add(noise[:, 2], diamonds, alpha=0.25, out=grid[:, :, 1, :, 0])
     return out
 
 
