@@ -22,6 +22,7 @@ from PIL import Image
 from scipy.stats import ks_2samp
 
 from emca_vis.robustness import weather
+from emca_vis.robustness.sampling import Streams
 
 NAMES = list(weather.CORRUPTIONS)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -250,3 +251,13 @@ def test_statistics_match_reference(images, name, cached_imread):
         relative = np.abs(ours.mean(0) / theirs.mean(0) - 1)
         assert (relative <= TOLERANCE[name][severity - 1]).all(), (severity, ours.mean(0), theirs.mean(0))
         assert ks_2samp(ours[:, 0], theirs[:, 0]).pvalue > 1e-3, severity
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_image_output_does_not_depend_on_its_batch(images, name):
+    # per-image streams (as the worker processes use): a part of the batch gives the same images
+    x = to_torch(images)
+    for severity in (1, 5):
+        whole = weather.CORRUPTIONS[name](x, severity, Streams([7, 8, 9]))
+        part = weather.CORRUPTIONS[name](x[1:], severity, Streams([8, 9]))
+        assert torch.equal(whole[1:], part), severity
