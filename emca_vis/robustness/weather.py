@@ -217,14 +217,14 @@ def fog(images: torch.Tensor, severity: int, generator: torch.Generator | None =
     c = FOG[severity - 1]
     n, _, h, w = images.shape
     mapsize = 1 << (max(h, w) - 1).bit_length()  # next power of 2
-    scales = _plasma_scales(mapsize, c[1], images.device)  # wibble**2 of each draw's level
+    count = mapsize**2 - 1  # what all the levels draw
     if isinstance(generator, sampling.Streams) and len(generator) == n:
-        # 24 random bits as a signed integer v: v / 2^23 is uniform in [-1, 1), as 2u - 1 is;
-        # the product casts and scales in one pass
-        words = torch.stack([generator.words(i, scales.numel()) for i in range(n)]).bitwise_right_shift_(8)
-        noise = torch.mul(words.to(images.device), scales * 2.0**-23)
+        # 24 random bits as a signed integer v: v / 2^23 is uniform in [-1, 1), as 2u - 1 is
+        words = torch.stack([generator.words(i, count) for i in range(n)]).bitwise_right_shift_(8)
+        noise = words.to(images.device, torch.float32).mul_(_plasma_scales(mapsize, c[1], images.device, 2.0**-23))
     else:
-        noise = torch.addcmul(-scales, _rand((n, scales.numel()), generator, images.device), 2 * scales)
+        scales = _plasma_scales(mapsize, c[1], images.device)
+        noise = torch.addcmul(-scales, _rand((n, count), generator, images.device), 2 * scales)
     return _fog(images, severity, _plasma_fractal(noise, mapsize))
 
 
@@ -249,8 +249,8 @@ _PLASMA_START = 16
 
 
 @lru_cache(maxsize=16)
-def _plasma_scales(mapsize: int, wibbledecay: float, device: torch.device) -> torch.Tensor:
-    """``wibble**2`` for each of the ``mapsize**2 - 1`` draws of ``plasma_fractal``, in its order.
+def _plasma_scales(mapsize: int, wibbledecay: float, device: torch.device, unit: float = 1.0) -> torch.Tensor:
+    """``unit * wibble**2`` for each of the ``mapsize**2 - 1`` draws of ``plasma_fractal``, in its order.
 
     The reference adds ``wibble * np.random.uniform(-wibble, wibble)`` to each new point, with
     ``wibble`` 100 at the first level (3 draws) and divided by ``wibbledecay`` at each next one
@@ -258,7 +258,7 @@ def _plasma_scales(mapsize: int, wibbledecay: float, device: torch.device) -> to
     """
     counts = [3 * 4**level for level in range(mapsize.bit_length() - 1)]
     wibbles = torch.tensor([100.0 / wibbledecay**level for level in range(len(counts))], dtype=torch.float64)
-    return (wibbles**2).repeat_interleave(torch.tensor(counts, dtype=torch.long)).float().to(device)
+    return (unit * wibbles**2).repeat_interleave(torch.tensor(counts, dtype=torch.long)).float().to(device)
 
 
 def _plasma_fractal(noise: torch.Tensor, mapsize: int) -> torch.Tensor:
@@ -306,34 +306,27 @@ def _diamond_square(corners: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     ``noise`` ([n, 3, G, G]: centres, then the two diamond grids):
     Z[i, j] ~ C[i:i+2, j:j+2], the diamond at (i, j + 1/2) ~ Z[i-1, j], Z[i, j], C[i, j], C[i, j+1],
     the one at (i + 1/2, j) ~ Z[i, j-1], Z[i, j], C[i, j], C[i+1, j]; indices wrap around.
-    Each G x G grid is computed whole (contiguous, fast), then copied into the interleaved map.
+    Each G x G grid is computed whole (contiguous, fast) with rolls for the wrapped neighbours,
+    and written into the interleaved map through strided views (few small calls: at the small
+    levels the time goes to the number of torch calls, views included).
     """
     n, g, _ = corners.shape
     out = corners.new_empty(n, 2 * g, 2 * g)
-    grid = out.view(n, g, 2, g, 2)  # grid[:, i, a, j, b] is the point (i + a/2, j + b/2)
-    grid[:, :, 0, :, 0] = corners
-    after = _wrap(corners, 0)  # C[i+1], C[j+1] at [i, j], wrapping
-    pairs = torch.add(after[:, :-1], after[:, 1:])  # the reference's order: rows, then columns
-    centres = torch.add(pairs[:, :, :-1], pairs[:, :, 1:])
-    centres = torch.add(noise[:, 0], centres, alpha=0.25, out=centres)
-    grid[:, :, 1, :, 1] = centres
-    before = _wrap(centres, -1)  # Z[i-1], Z[j-1] at [i, j], wrapping
+
+    def points(a: int, b: int) -> torch.Tensor:  # the points (i + a/2, j + b/2) of the map, [n, G, G]
+        return out.as_strided((n, g, g), (4 * g * g, 4 * g, 2), 2 * g * a + b)
+
+    points(0, 0).copy_(corners)
+    down, right = corners.roll(-1, 1), corners.roll(-1, 2)  # C[i+1, j], C[i, j+1]
+    centres = torch.add(corners, down)  # the reference's order: rows, then columns
+    centres = torch.add(noise[:, 0], centres.add_(centres.roll(-1, 2)), alpha=0.25, out=centres)
+    points(1, 1).copy_(centres)
     shared = torch.add(centres, corners)
-    diamonds = torch.add(shared, before[:, :-1, 1:]).add_(after[:, :-1, 1:])
-    torch.add(noise[:, 1], diamonds, alpha=0.25, out=grid[:, :, 0, :, 1])
-    diamonds = shared.add_(before[:, 1:, :-1]).add_(after[:, 1:, :-1])
-    torch.add(noise[:, 2], diamonds, alpha=0.25, out=grid[:, :, 1, :, 0])
+    diamonds = torch.add(shared, centres.roll(1, 1)).add_(right)  # with Z[i-1, j]
+    torch.add(noise[:, 1], diamonds, alpha=0.25, out=points(0, 1))
+    diamonds = shared.add_(centres.roll(1, 2)).add_(down)  # with Z[i, j-1]
+    torch.add(noise[:, 2], diamonds, alpha=0.25, out=points(1, 0))
     return out
-
-
-def _wrap(x: torch.Tensor, edge: int) -> torch.Tensor:
-    """[n, G, G] grown to [n, G+1, G+1] by wrapping around: its first row and column (``edge`` 0)
-    repeated at the end, or its last (``edge`` -1) repeated at the start."""
-    if edge == 0:
-        x = torch.cat((x, x[:, :1]), 1)
-        return torch.cat((x, x[:, :, :1]), 2)
-    x = torch.cat((x[:, -1:], x), 1)
-    return torch.cat((x[:, :, -1:], x), 2)
 
 
 # ---------------------------------------------------------------- spatter
