@@ -111,7 +111,7 @@ def _snow(images: torch.Tensor, severity: int, field: torch.Tensor, angle: torch
     c = SNOW[severity - 1]
     n, _, h, w = images.shape
     layer = _clipped_zoom(field.float(), c[2], h, w)
-    layer.masked_fill_(layer < c[3], 0).clamp_(0, 1)
+    F.threshold_(layer, _below(c[3]), 0).clamp_(max=1)  # layer[layer < c3] = 0 (lt + masked_fill: 10x slower)
     layer = motion_blur_at(layer[:, None], c[4], c[5], angle)[:, 0, :h, :w]
     layer = layer.mul(255).round_()  # the reference's uint8 layer, in units of 1/255
     layer = layer.add_(layer.flip(-2, -1))[:, None]
@@ -120,6 +120,11 @@ def _snow(images: torch.Tensor, severity: int, field: torch.Tensor, angle: torch
     x = torch.maximum(images, gray[:, None])
     x = torch.lerp(images, x, 1 - c[6], out=x)  # c6 * images + (1 - c6) * max(images, gray)
     return x.add_(layer, alpha=1 / 255).clamp_(0, 1)
+
+
+def _below(value: float) -> float:
+    """The float32 just below ``value``'s: ``x > _below(v)`` is ``x >= v`` for float32 ``x``."""
+    return torch.nextafter(torch.tensor(value), torch.tensor(-math.inf)).item()
 
 
 def _zoom_crop(h: int, w: int, zoom: float) -> tuple[int, int, int, int]:
