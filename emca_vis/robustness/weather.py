@@ -128,7 +128,7 @@ def _below(value: float) -> float:
 
 
 def _zoom_crop(h: int, w: int, zoom: float) -> tuple[int, int, int, int]:
-    """The centre (top, height, left, width) of an ``h`` x ``w`` map that the reference's ``clipped_zoom`` keeps."""
+    """(top, height, left, width) of the centre of an ``h`` x ``w`` map that ``clipped_zoom`` keeps."""
     ch, cw = math.ceil(h / zoom), math.ceil(w / zoom)
     return (h - ch) // 2, ch, (w - cw) // 2, cw
 
@@ -226,7 +226,8 @@ def fog(images: torch.Tensor, severity: int, generator: torch.Generator | None =
     if isinstance(generator, sampling.Streams) and len(generator) == n:
         # 24 random bits as a signed integer v: v / 2^23 is uniform in [-1, 1), as 2u - 1 is
         words = torch.stack([generator.words(i, count) for i in range(n)]).bitwise_right_shift_(8)
-        noise = words.to(images.device, torch.float32).mul_(_plasma_scales(mapsize, c[1], images.device, 2.0**-23))
+        scales = _plasma_scales(mapsize, c[1], images.device, 2.0**-23)
+        noise = words.to(images.device, torch.float32).mul_(scales)
     else:
         scales = _plasma_scales(mapsize, c[1], images.device)
         noise = torch.addcmul(-scales, _rand((n, count), generator, images.device), 2 * scales)
@@ -234,7 +235,7 @@ def fog(images: torch.Tensor, severity: int, generator: torch.Generator | None =
 
 
 def _fog(images: torch.Tensor, severity: int, plasma: torch.Tensor) -> torch.Tensor:
-    """Fog from the height map ``plasma`` [N, S, S], S >= H, W (scaled to [0, 1] here; its top-left corner is used).
+    """Fog from the height map ``plasma`` [N, S, S], S >= H, W (its top-left corner; scaled to [0, 1] here).
 
     ``(x + c0 * p) * peak / (peak + c0)``, ``p`` the map scaled to [0, 1] and ``peak`` the image
     maximum, is one multiply-add of the image with per-image constants. ``plasma`` is overwritten.
@@ -267,7 +268,7 @@ def _plasma_scales(mapsize: int, wibbledecay: float, device: torch.device, unit:
 
 
 def _plasma_fractal(noise: torch.Tensor, mapsize: int) -> torch.Tensor:
-    """Diamond-square height maps [n, mapsize, mapsize], as the reference's ``plasma_fractal`` before its scaling to [0, 1].
+    """Diamond-square height maps [n, mapsize, mapsize]: the reference's ``plasma_fractal``, unscaled.
 
     ``noise`` [n, mapsize**2 - 1] are the reference's ``wibble * np.random.uniform(-wibble,
     wibble)`` terms, in its order: per level, squares, then the two diamond grids, each
@@ -293,7 +294,7 @@ def _plasma_fractal(noise: torch.Tensor, mapsize: int) -> torch.Tensor:
 
 @lru_cache(maxsize=8)
 def _plasma_matrix(size: int) -> torch.Tensor:
-    """The ``size`` x ``size`` grid of the first levels as a linear map of their noise: [size**2 - 1, size**2]."""
+    """The ``size`` x ``size`` grid of the first levels, linear in their noise: [size**2 - 1, size**2]."""
     count = size**2 - 1
     noise = torch.eye(count, dtype=torch.float64)
     m, used = torch.zeros(count, 1, 1, dtype=torch.float64), 0
