@@ -22,6 +22,7 @@ from PIL import Image
 from scipy.stats import ks_2samp
 
 from emca_vis.robustness import weather
+from emca_vis.robustness.sampling import Streams
 
 NAMES = list(weather.CORRUPTIONS)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -161,9 +162,9 @@ def ours_with_draws(x: torch.Tensor, name: str, severity: int, draws: list) -> t
         return weather._frost(x, severity, stack(0), stack(1), stack(2))
     if name == "fog":
         mapsize = 1 << (max(x.shape[-2:]) - 1).bit_length()
-        calls = iter(range(len(draws[0])))
-        uniform = lambda shape: stack(next(calls)).float()  # noqa: E731
-        plasma = weather._plasma_fractal(len(x), mapsize, weather.FOG[severity - 1][1], uniform, x.device)
+        units = torch.cat([stack(j).reshape(len(x), -1) for j in range(len(draws[0]))], 1) * 2 - 1
+        scales = weather._plasma_scales(mapsize, weather.FOG[severity - 1][1], x.device)
+        plasma = weather._plasma_fractal(units.float() * scales, mapsize)
         return weather._fog(x, severity, plasma)
     c = weather.SPATTER[severity - 1]
     return weather._spatter(x, severity, c[0] + c[1] * stack(0))
@@ -250,3 +251,13 @@ def test_statistics_match_reference(images, name, cached_imread):
         relative = np.abs(ours.mean(0) / theirs.mean(0) - 1)
         assert (relative <= TOLERANCE[name][severity - 1]).all(), (severity, ours.mean(0), theirs.mean(0))
         assert ks_2samp(ours[:, 0], theirs[:, 0]).pvalue > 1e-3, severity
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_image_output_does_not_depend_on_its_batch(images, name):
+    # per-image streams (as the worker processes use): a part of the batch gives the same images
+    x = to_torch(images)
+    for severity in (1, 5):
+        whole = weather.CORRUPTIONS[name](x, severity, Streams([7, 8, 9]))
+        part = weather.CORRUPTIONS[name](x[1:], severity, Streams([8, 9]))
+        assert torch.equal(whole[1:], part), severity

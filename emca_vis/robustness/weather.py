@@ -95,36 +95,73 @@ def snow(images: torch.Tensor, severity: int, generator: torch.Generator | None 
     _check(images, severity)
     c = SNOW[severity - 1]
     n, _, h, w = images.shape
-    field = _rand((n, h, w), generator, images.device, normal=True) * c[1] + c[0]
+    # the reference draws an [H, W] field but zooms only its centre: drawing just that is the same law
+    _, ch, _, cw = _zoom_crop(h, w, c[2])
+    field = _rand((n, ch, cw), generator, images.device, normal=True).mul_(c[1]).add_(c[0])
     angle = _rand((n,), generator, images.device, torch.float64) * 90 - 135  # uniform(-135, -45)
     return _snow(images, severity, field, angle)
 
 
 def _snow(images: torch.Tensor, severity: int, field: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Snow from the normal ``field`` [N, H, W] (mean c0, std c1) and blur ``angle`` [N] in degrees."""
-    c = SNOW[severity - 1]
-    h, w = images.shape[-2:]
-    layer = _clipped_zoom(field.float(), c[2])
-    layer = torch.where(layer < c[3], 0, layer).clamp(0, 1)
-    layer = motion_blur_at(layer[:, None], c[4], c[5], angle)[:, 0]
-    layer = (torch.round(layer * 255) / 255)[:, None, :h, :w]
-    gray = (0.299 * images[:, 0] + 0.587 * images[:, 1] + 0.114 * images[:, 2])[:, None]  # cv2 RGB2GRAY
-    x = c[6] * images + (1 - c[6]) * torch.maximum(images, gray * 1.5 + 0.5)
-    return (x + layer + layer.flip(-2, -1)).clamp(0, 1)
+    """Snow from the normal ``field`` (mean c0, std c1) and blur ``angle`` [N] in degrees.
 
-
-def _clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
-    """The reference's ``clipped_zoom`` of [N, H, W]: centre crop, then ``scipy.ndimage.zoom(order=1)``.
-
-    scipy's zoom maps the corner pixels onto each other (bilinear with align_corners=True); its
-    output is round(crop * zoom) >= the input size, as in the reference (cropped later).
+    ``field`` is the reference's [N, H, W] field or just its centre that the zoom keeps
+    (``_zoom_crop``).
     """
-    h, w = x.shape[-2:]
+    c = SNOW[severity - 1]
+    n, _, h, w = images.shape
+    layer = _clipped_zoom(field.float(), c[2], h, w)
+    F.threshold_(layer, _below(c[3]), 0).clamp_(max=1)  # layer[layer < c3] = 0 (lt + masked_fill: 10x slower)
+    layer = motion_blur_at(layer[:, None], c[4], c[5], angle)[:, 0, :h, :w]
+    layer = layer.mul(255).round_()  # the reference's uint8 layer, in units of 1/255
+    layer = layer.add_(layer.flip(-2, -1))[:, None]
+    gray = images[:, 0] * (0.299 * 1.5)  # cv2 RGB2GRAY, times 1.5, plus 0.5
+    gray.add_(images[:, 1], alpha=0.587 * 1.5).add_(images[:, 2], alpha=0.114 * 1.5).add_(0.5)
+    x = torch.maximum(images, gray[:, None])
+    x = torch.lerp(images, x, 1 - c[6], out=x)  # c6 * images + (1 - c6) * max(images, gray)
+    return x.add_(layer, alpha=1 / 255).clamp_(0, 1)
+
+
+def _below(value: float) -> float:
+    """The float32 just below ``value``'s: ``x > _below(v)`` is ``x >= v`` for float32 ``x``."""
+    return torch.nextafter(torch.tensor(value), torch.tensor(-math.inf)).item()
+
+
+def _zoom_crop(h: int, w: int, zoom: float) -> tuple[int, int, int, int]:
+    """(top, height, left, width) of the centre of an ``h`` x ``w`` map that ``clipped_zoom`` keeps."""
     ch, cw = math.ceil(h / zoom), math.ceil(w / zoom)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    crop = x[:, None, top:top + ch, left:left + cw]
-    size = (int(round(ch * zoom)), int(round(cw * zoom)))
-    return F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[:, 0]
+    return (h - ch) // 2, ch, (w - cw) // 2, cw
+
+
+def _clipped_zoom(x: torch.Tensor, zoom: float, h: int, w: int) -> torch.Tensor:
+    """The reference's ``clipped_zoom`` of an [N, h, w] map (or of its centre crop, already cut).
+
+    A centre crop, then ``scipy.ndimage.zoom(order=1)``, which maps the corner pixels onto each
+    other (bilinear with align_corners=True); the output is round(crop * zoom) >= the input size,
+    as in the reference (cropped later). Done one axis at a time, columns first on the small
+    crop (2.5x faster than ``F.interpolate``'s bilinear, which weighs four pixels per output).
+    """
+    top, ch, left, cw = _zoom_crop(h, w, zoom)
+    if x.shape[-2:] != (ch, cw):
+        x = x[..., top:top + ch, left:left + cw]
+    x = _stretch(x, int(round(cw * zoom)), 2)
+    return _stretch(x, int(round(ch * zoom)), 1)
+
+
+def _stretch(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """Linear interpolation of [N, H, W] along ``dim`` (1 or 2) to ``size`` points, the end points kept."""
+    low, high, frac = _stretch_weights(x.shape[dim], size, x.device)
+    frac = frac.to(x.dtype).view(-1, 1) if dim == 1 else frac.to(x.dtype)
+    return torch.lerp(x.index_select(dim, low), x.index_select(dim, high), frac)
+
+
+@lru_cache(maxsize=32)
+def _stretch_weights(length: int, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """``size`` points spread over ``length`` samples, ends on ends: the samples around each, its weight."""
+    position = torch.arange(size, dtype=torch.float64) * ((length - 1) / max(size - 1, 1))
+    low = position.floor().long().clamp(max=max(length - 2, 0))
+    frac = (position - low).float()
+    return low.to(device), (low + 1).clamp(max=length - 1).to(device), frac.to(device)
 
 
 # ---------------------------------------------------------------- frost
@@ -145,18 +182,12 @@ def _frost(images: torch.Tensor, severity: int, which: torch.Tensor, top: torch.
            left: torch.Tensor) -> torch.Tensor:
     """Frost with photo ``which`` [N] cropped at (``top``, ``left``) [N] after rescaling."""
     c = FROST[severity - 1]
-    n, _, h, w = images.shape
-    device = images.device
-    which, top, left = which.to(device), top.to(device), left.to(device)
-    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-    crops = torch.empty_like(images)
-    for k in torch.unique(which).tolist():  # one gather per photo used
-        pick = (which == k).nonzero()[:, 0]
-        photo = _frost_photo(k, _frost_size(k, h, w), device)
-        r = top[pick, None, None] + rows[None, :, None]
-        q = left[pick, None, None] + cols[None, None, :]
-        crops[pick] = photo[:, r, q].permute(1, 0, 2, 3).float() / 255
-    return (c[0] * images + c[1] * crops).clamp(0, 1)
+    h, w = images.shape[-2:]
+    photos = _frost_photos(h, w, images.device)
+    out = torch.empty_like(images)
+    for i, (k, t, l) in enumerate(zip(which.tolist(), top.tolist(), left.tolist())):
+        torch.mul(photos[k][:, t:t + h, l:l + w], c[1] / 255, out=out[i])  # the crop is a slice, cast once
+    return out.add_(images, alpha=c[0]).clamp_(0, 1)
 
 
 @lru_cache(maxsize=None)
@@ -167,6 +198,7 @@ def _frost_original(k: int) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
+@lru_cache(maxsize=64)
 def _frost_size(k: int, h: int, w: int) -> tuple[int, int]:
     """Size of photo ``k`` after the reference's rescaling for an ``h`` x ``w`` image (same float ops)."""
     fh, fw = _frost_original(k).shape[-2:]
@@ -181,6 +213,13 @@ def _frost_size(k: int, h: int, w: int) -> tuple[int, int]:
         scaling_factor = max(h / fh, w / fw)
     scaling_factor *= 1.1
     return int(np.ceil(fh * scaling_factor)), int(np.ceil(fw * scaling_factor))
+
+
+@lru_cache(maxsize=8)
+def _frost_photos(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """All the photos resized for ``h`` x ``w`` images, made together on first use (a fixed cost,
+    not one that falls on whichever later call first draws a photo)."""
+    return tuple(_frost_photo(k, _frost_size(k, h, w), device) for k in range(len(FROST_FILES)))
 
 
 @lru_cache(maxsize=32)
@@ -200,60 +239,117 @@ def fog(images: torch.Tensor, severity: int, generator: torch.Generator | None =
     c = FOG[severity - 1]
     n, _, h, w = images.shape
     mapsize = 1 << (max(h, w) - 1).bit_length()  # next power of 2
-    draws = _rand((n, mapsize**2 - 1), generator, images.device)  # what all the levels use, drawn at once
-    used = 0
-
-    def uniform(shape: tuple[int, ...]) -> torch.Tensor:
-        nonlocal used
-        size = math.prod(shape)
-        used += size
-        return draws[:, used - size:used].reshape(n, *shape)
-
-    plasma = _plasma_fractal(n, mapsize, c[1], uniform, images.device)
-    return _fog(images, severity, plasma)
+    count = mapsize**2 - 1  # what all the levels draw
+    if isinstance(generator, sampling.Streams) and len(generator) == n:
+        # 24 random bits as a signed integer v: v / 2^23 is uniform in [-1, 1), as 2u - 1 is
+        words = torch.stack([generator.words(i, count) for i in range(n)]).bitwise_right_shift_(8)
+        scales = _plasma_scales(mapsize, c[1], images.device, 2.0**-23)
+        noise = words.to(images.device, torch.float32).mul_(scales)
+    else:
+        scales = _plasma_scales(mapsize, c[1], images.device)
+        noise = torch.addcmul(-scales, _rand((n, count), generator, images.device), 2 * scales)
+    return _fog(images, severity, _plasma_fractal(noise, mapsize))
 
 
 def _fog(images: torch.Tensor, severity: int, plasma: torch.Tensor) -> torch.Tensor:
-    """Fog from ``plasma`` [N, S, S] in [0, 1], S >= H, W (its top-left corner is used)."""
+    """Fog from the height map ``plasma`` [N, S, S], S >= H, W (its top-left corner; scaled to [0, 1] here).
+
+    ``(x + c0 * p) * peak / (peak + c0)``, ``p`` the map scaled to [0, 1] and ``peak`` the image
+    maximum, is one multiply-add of the image with per-image constants. ``plasma`` is overwritten.
+    """
     c = FOG[severity - 1]
-    h, w = images.shape[-2:]
-    max_val = images.amax(dim=(1, 2, 3), keepdim=True)
-    x = images + c[0] * plasma[:, None, :h, :w]
-    return (x * max_val / (max_val + c[0])).clamp(0, 1)
+    n, _, h, w = images.shape
+    low, high = plasma.reshape(n, -1).amin(dim=1), plasma.reshape(n, -1).amax(dim=1)  # (aminmax is slower)
+    peak = images.reshape(n, -1).amax(dim=1)
+    keep = peak / (peak + c[0])  # the image's factor
+    gain = c[0] * keep / (high - low)  # the map's
+    layer = plasma[:, :h, :w].sub_(low.view(n, 1, 1)).mul_(gain.view(n, 1, 1))  # in place: no new buffer
+    return torch.addcmul(layer[:, None], images, keep.view(n, 1, 1, 1)).clamp_(0, 1)
 
 
-def _plasma_fractal(n: int, mapsize: int, wibbledecay: float,
-                    uniform: Callable[[tuple[int, ...]], torch.Tensor], device: torch.device) -> torch.Tensor:
-    """``n`` diamond-square height maps [n, mapsize, mapsize] in [0, 1], as the reference's ``plasma_fractal``.
+# The first levels (up to a 16 x 16 grid) work on a few numbers each: one product with a matrix.
+_PLASMA_START = 16
 
-    ``uniform(shape)`` returns independent uniform [0, 1) numbers of shape ``(n, *shape)``; it is
-    called three times per level (squares, then the two diamond grids), in the reference's order.
-    Each level is filled at once for all images with strided slices.
+
+@lru_cache(maxsize=16)
+def _plasma_scales(mapsize: int, wibbledecay: float, device: torch.device, unit: float = 1.0) -> torch.Tensor:
+    """``unit * wibble**2`` for each of the ``mapsize**2 - 1`` draws of ``plasma_fractal``, in its order.
+
+    The reference adds ``wibble * np.random.uniform(-wibble, wibble)`` to each new point, with
+    ``wibble`` 100 at the first level (3 draws) and divided by ``wibbledecay`` at each next one
+    (4 times as many draws).
+    """
+    counts = [3 * 4**level for level in range(mapsize.bit_length() - 1)]
+    wibbles = torch.tensor([100.0 / wibbledecay**level for level in range(len(counts))], dtype=torch.float64)
+    return (unit * wibbles**2).repeat_interleave(torch.tensor(counts, dtype=torch.long)).float().to(device)
+
+
+def _plasma_fractal(noise: torch.Tensor, mapsize: int) -> torch.Tensor:
+    """Diamond-square height maps [n, mapsize, mapsize]: the reference's ``plasma_fractal``, unscaled.
+
+    ``noise`` [n, mapsize**2 - 1] are the reference's ``wibble * np.random.uniform(-wibble,
+    wibble)`` terms, in its order: per level, squares, then the two diamond grids, each
+    row-major. The map is built coarse to fine as a grid of the points set so far; the first
+    levels are linear in their noise (a cached matrix), the others are done level by level on
+    whole grids.
     """
     assert mapsize & (mapsize - 1) == 0, "mapsize must be a power of two"
-    m = torch.zeros(n, mapsize, mapsize, device=device)
-    stepsize, wibble = mapsize, 100.0
+    n = noise.shape[0]
+    start = min(mapsize, _PLASMA_START)
+    used = start**2 - 1
+    matrix = _plasma_matrix(start).to(noise)
+    m = noise.new_empty(n, start * start)
+    for i in range(n):  # image by image: a product's rounding may depend on the number of rows
+        torch.mm(noise[i:i + 1, :used], matrix, out=m[i:i + 1])
+    m = m.view(n, start, start)
+    while m.shape[-1] < mapsize:
+        g = m.shape[-1]
+        m = _diamond_square(m, noise[:, used:used + 3 * g * g].view(n, 3, g, g))
+        used += 3 * g * g
+    return m
 
-    def wibbledmean(total: torch.Tensor) -> torch.Tensor:
-        u = uniform(tuple(total.shape[1:])).to(total)
-        return total / 4 + wibble * (-wibble + 2 * wibble * u)  # wibble * uniform(-wibble, wibble)
 
-    while stepsize >= 2:
-        half = stepsize // 2
-        corners = m[:, 0::stepsize, 0::stepsize]  # squares
-        total = corners + corners.roll(-1, 1)
-        total = total + total.roll(-1, 2)
-        m[:, half::stepsize, half::stepsize] = wibbledmean(total)
-        centres = m[:, half::stepsize, half::stepsize]  # diamonds
-        corners = m[:, 0::stepsize, 0::stepsize]
-        total = centres + centres.roll(1, 1) + corners + corners.roll(-1, 2)
-        m[:, 0::stepsize, half::stepsize] = wibbledmean(total)
-        total = centres + centres.roll(1, 2) + corners + corners.roll(-1, 1)
-        m[:, half::stepsize, 0::stepsize] = wibbledmean(total)
-        stepsize //= 2
-        wibble /= wibbledecay
-    m = m - m.amin(dim=(1, 2), keepdim=True)
-    return m / m.amax(dim=(1, 2), keepdim=True)
+@lru_cache(maxsize=8)
+def _plasma_matrix(size: int) -> torch.Tensor:
+    """The ``size`` x ``size`` grid of the first levels, linear in their noise: [size**2 - 1, size**2]."""
+    count = size**2 - 1
+    noise = torch.eye(count, dtype=torch.float64)
+    m, used = torch.zeros(count, 1, 1, dtype=torch.float64), 0
+    while m.shape[-1] < size:
+        g = m.shape[-1]
+        m = _diamond_square(m, noise[:, used:used + 3 * g * g].view(count, 3, g, g))
+        used += 3 * g * g
+    return m.reshape(count, size * size).float()
+
+
+def _diamond_square(corners: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """One level of diamond-square: the [n, G, G] grid (periodic) to [n, 2G, 2G].
+
+    With Z the new square centres and C the corners, each a mean of four neighbours plus
+    ``noise`` ([n, 3, G, G]: centres, then the two diamond grids):
+    Z[i, j] ~ C[i:i+2, j:j+2], the diamond at (i, j + 1/2) ~ Z[i-1, j], Z[i, j], C[i, j], C[i, j+1],
+    the one at (i + 1/2, j) ~ Z[i, j-1], Z[i, j], C[i, j], C[i+1, j]; indices wrap around.
+    Each G x G grid is computed whole (contiguous, fast) with rolls for the wrapped neighbours,
+    and written into the interleaved map through strided views (few small calls: at the small
+    levels the time goes to the number of torch calls, views included).
+    """
+    n, g, _ = corners.shape
+    out = corners.new_empty(n, 2 * g, 2 * g)
+
+    def points(a: int, b: int) -> torch.Tensor:  # the points (i + a/2, j + b/2) of the map, [n, G, G]
+        return out.as_strided((n, g, g), (4 * g * g, 4 * g, 2), 2 * g * a + b)
+
+    points(0, 0).copy_(corners)
+    down, right = corners.roll(-1, 1), corners.roll(-1, 2)  # C[i+1, j], C[i, j+1]
+    centres = torch.add(corners, down)  # the reference's order: rows, then columns
+    centres = torch.add(noise[:, 0], centres.add_(centres.roll(-1, 2)), alpha=0.25, out=centres)
+    points(1, 1).copy_(centres)
+    shared = torch.add(centres, corners)
+    diamonds = torch.add(shared, centres.roll(1, 1)).add_(right)  # with Z[i-1, j]
+    torch.add(noise[:, 1], diamonds, alpha=0.25, out=points(0, 1))
+    diamonds = shared.add_(centres.roll(1, 2)).add_(down)  # with Z[i, j-1]
+    torch.add(noise[:, 2], diamonds, alpha=0.25, out=points(1, 0))
+    return out
 
 
 # ---------------------------------------------------------------- spatter
