@@ -274,18 +274,16 @@ def _motion_taps(radius: int, sigma: float, angles: torch.Tensor, h: int, w: int
     renormalising. The shifts are rounded points on a line, so they repeat only consecutively.
     """
     width = 2 * radius + 1
-    taps = torch.arange(width, dtype=torch.float64)
-    k = torch.exp(-(taps**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
-    k = (k / k.sum()).tolist()
-    rad = angles.detach().to("cpu", torch.float64) * (math.pi / 180)
-    p0, p1 = width * torch.sin(rad), width * torch.cos(rad)
-    hypot = torch.hypot(p0, p1)
-    dy = (-torch.ceil(taps * p0[:, None] / hypot[:, None] - 0.5)).long().tolist()  # [N, width]
-    dx = (-torch.ceil(taps * p1[:, None] / hypot[:, None] - 0.5)).long().tolist()
+    k = [math.exp(-(i**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma) for i in range(width)]
+    total = math.fsum(k)
+    k = [v / total for v in k]
     out = []
-    for ys, xs in zip(dy, dx):
+    for angle in angles.detach().to("cpu", torch.float64).tolist():
+        p0, p1 = width * math.sin(math.radians(angle)), width * math.cos(math.radians(angle))
+        hypot = math.hypot(p0, p1)
         merged: list[tuple[int, int, float]] = []
-        for a, b, weight in zip(ys, xs, k):
+        for i, weight in enumerate(k):
+            a, b = -math.ceil(i * p0 / hypot - 0.5), -math.ceil(i * p1 / hypot - 0.5)
             if abs(a) >= h or abs(b) >= w:
                 break
             if merged and merged[-1][:2] == (a, b):
