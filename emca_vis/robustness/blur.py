@@ -185,12 +185,12 @@ def _window_sum(sums: dict[int, torch.Tensor], length: int, dim: int) -> torch.T
     if length not in sums:
         n = sums[1].shape[dim]
         done = max(k for k in sums if k <= length)
-        out = sums[done]
+        out = None
         while done < length:
             piece = max(k for k in sums if k <= length - done)
             size = n - done - piece + 1
             tail = sums[piece].narrow(dim, done, size)
-            out = out.narrow(dim, 0, size).add_(tail) if out is not sums.get(done) else out.narrow(dim, 0, size) + tail
+            out = sums[done].narrow(dim, 0, size) + tail if out is None else out.narrow(dim, 0, size).add_(tail)
             done += piece
         sums[length] = out
     return sums[length]
@@ -207,7 +207,8 @@ def _disk_sum(padded: torch.Tensor, half: list[int], size: tuple[int, int]) -> t
     while power <= narrowest:  # doublings, to build the widths from
         _window_sum(rows, power, -1)
         power *= 2
-    out = _window_sum(rows, 2 * half[radius] + 1, -1)[..., radius:radius + oh, :ow]
+    centre = _window_sum(rows, 2 * half[radius] + 1, -1)[..., radius:radius + oh, :ow]
+    out = None
     a = 1
     while a <= radius:
         v = half[radius + a]
@@ -217,7 +218,8 @@ def _disk_sum(padded: torch.Tensor, half: list[int], size: tuple[int, int]) -> t
         # rows a .. a + run - 1 below the centre and their mirror above have half-width v
         band = _window_sum(rows, 2 * v + 1, -1)[..., :, radius - v:radius - v + ow]
         band = _window_sum({1: band}, run, -2) if run > 1 else band
-        out = out + band[..., radius + a:radius + a + oh, :] if a == 1 else out.add_(band[..., radius + a:radius + a + oh, :])
+        below = band[..., radius + a:radius + a + oh, :]
+        out = centre + below if out is None else out.add_(below)
         out.add_(band[..., radius - a - run + 1:radius - a - run + 1 + oh, :])
         a += run
     return out
@@ -228,22 +230,21 @@ def _symmetric_filter(x: torch.Tensor, taps: list[float], dim: int) -> torch.Ten
     1 / centre."""
     r = len(taps) - 1
     size = x.shape[dim] - 2 * r
-    if r == 0:
-        return x
-    out = torch.add(x.narrow(dim, r, size), x.narrow(dim, 0, size) + x.narrow(dim, 2 * r, size), alpha=taps[1] / taps[0])
-    for t in range(2, r + 1):
-        out.add_(x.narrow(dim, r - t, size) + x.narrow(dim, r + t, size), alpha=taps[t] / taps[0])
+    out = x.narrow(dim, r, size)
+    for t in range(1, r + 1):
+        pair = x.narrow(dim, r - t, size) + x.narrow(dim, r + t, size)
+        out = torch.add(out, pair, alpha=taps[t] / taps[0]) if t == 1 else out.add_(pair, alpha=taps[t] / taps[0])
     return out
 
 
 def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Convolution with an anti-aliased disk (``cv2.filter2D``: borders BORDER_REFLECT_101).
 
-    The kernel is a binary disk smoothed by a 3-tap Gaussian. For radius 3, 4, 6 it is applied as
-    such, in about 20 passes over each image (cheaper than a 2-D FFT): the sum over the disk
-    (:func:`_disk_sum`), then the Gaussian along each axis. For radius 8 and 10 the disk touches
-    the border of the reference's kernel array, whose reflection adds mass at the rim; there the
-    kernel is applied by FFT, with its spectrum made once.
+    The kernel is a binary disk smoothed by a 3-tap (radius 10: 5-tap) Gaussian. For radius 3, 4, 6
+    it is applied as such, in about 20 passes over each image (cheaper than a 2-D FFT): the sum over
+    the disk (:func:`_disk_sum`), then the Gaussian along each axis. For radius 8 and 10 the disk
+    touches the border of the reference's kernel array, whose reflection adds mass at the rim; there
+    the kernel is applied by FFT, with its spectrum made once.
     """
     radius, alias_blur = DEFOCUS[_check(severity) - 1]
     taps = _defocus_taps(radius, alias_blur)
