@@ -249,19 +249,21 @@ def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator
     radius, alias_blur = DEFOCUS[_check(severity) - 1]
     taps = _defocus_taps(radius, alias_blur)
     h, w = images.shape[-2:]
+    out = torch.empty_like(images)
     if taps is None:
         r = _disk(radius, alias_blur).shape[0] // 2
         padded = F.pad(images, (r, r, r, r), mode="reflect")
         size = tuple(_fft_size(n) for n in padded.shape[-2:])
         spectrum = _disk_spectrum(radius, alias_blur, size, images.dtype, images.device)
-        # out[y] = sum_a K[a] padded[y + a] = (padded * flipped K)[y + 2r]
-        return _fft_filter(padded, spectrum, (2 * r, 2 * r + h, 2 * r, 2 * r + w)).clamp_(0, 1)
+        for i in range(images.shape[0]):  # one image at a time: its temporaries stay in cache
+            # out[y] = sum_a K[a] padded[y + a] = (padded * flipped K)[y + 2r]
+            out[i] = _fft_filter(padded[i], spectrum, (2 * r, 2 * r + h, 2 * r, 2 * r + w))
+        return out.clamp_(0, 1)
     half, g = taps
     r = len(g) - 1
     scale = g[0] ** 2 / sum(2 * v + 1 for v in half)  # _symmetric_filter leaves out g[0]
     padded = F.pad(images, (radius + r,) * 4, mode="reflect")
-    out = torch.empty_like(images)
-    for i in range(images.shape[0]):  # one image at a time: its temporaries stay in cache
+    for i in range(images.shape[0]):
         x = _disk_sum(padded[i], half, (h + 2 * r, w + 2 * r))
         torch.mul(_symmetric_filter(_symmetric_filter(x, g, -1), g, -2), scale, out=out[i])
     return out.clamp_(0, 1)
