@@ -152,6 +152,7 @@ def _disk(radius: int, alias_blur: float) -> torch.Tensor:
     return _separable(disk[None, None], _alias_taps(radius, alias_blur), "reflect")[0, 0]
 
 
+@functools.lru_cache(maxsize=None)
 def _defocus_taps(radius: int, alias_blur: float) -> tuple[list[int], list[float]] | None:
     """Row half-widths of the disk (rows -radius..radius) and the Gaussian's taps that matter
     (centre, then one side; those below float32 rounding dropped), or None where the smoothed
@@ -251,7 +252,7 @@ def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator
     h, w = images.shape[-2:]
     out = torch.empty_like(images)
     if taps is None:
-        r = _disk(radius, alias_blur).shape[0] // 2
+        r = max(radius, 8)  # the half-size of the reference's kernel array, see _disk
         padded = F.pad(images, (r, r, r, r), mode="reflect")
         size = tuple(_fft_size(n) for n in padded.shape[-2:])
         spectrum = _disk_spectrum(radius, alias_blur, size, images.dtype, images.device)
