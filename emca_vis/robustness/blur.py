@@ -19,6 +19,7 @@ Randomness comes only from ``generator`` (drawn on its device, then moved to the
 
 from __future__ import annotations
 
+import functools
 import math
 from numbers import Integral
 from typing import Callable
@@ -91,18 +92,21 @@ def _shifted_sum(x: torch.Tensor, kernel: torch.Tensor, mode: str, dim: int) -> 
     return out
 
 
-def _fft_filter(padded: torch.Tensor, kernel: torch.Tensor, crop: tuple[int, int, int, int]) -> torch.Tensor:
-    """Circular convolution of ``padded`` with ``kernel`` (same H, W; broadcast over N, C) by FFT,
-    cropped to rows ``crop[0]:crop[1]`` and columns ``crop[2]:crop[3]``."""
-    # Zero-padding both to sizes with factors 2, 3, 5 only speeds the FFT up and changes no
-    # output inside the crop (the kernel's taps reach back at most crop[0] rows, crop[2] columns).
+def _fft_filter(padded: torch.Tensor, spectrum: torch.Tensor, crop: tuple[int, int, int, int]) -> torch.Tensor:
+    """Circular convolution of ``padded`` with the kernel whose ``rfft2`` (at the
+    :func:`_fft_size` of ``padded``'s H, W) is ``spectrum``, cropped to rows ``crop[0]:crop[1]``
+    and columns ``crop[2]:crop[3]``."""
+    # Zero-padding both to FFT-friendly sizes only speeds the FFT up and changes no output inside
+    # the crop (the kernel's taps reach back at most crop[0] rows, crop[2] columns).
     size = [_fft_size(n) for n in padded.shape[-2:]]
-    out = torch.fft.irfft2(torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernel, s=size), s=size)
-    return out[..., crop[0]:crop[1], crop[2]:crop[3]]
+    out = torch.fft.rfft2(padded, s=size)
+    return torch.fft.irfft2(out.mul_(spectrum), s=size)[..., crop[0]:crop[1], crop[2]:crop[3]]
 
 
 def _fft_size(n: int) -> int:
-    """The smallest size >= n whose only prime factors are 2, 3 and 5."""
+    """The smallest size >= n that is a multiple of 16 with no prime factor but 2, 3 and 5 (on CPU
+    such sizes transform fastest: 240 and 256 beat 250 = 2 * 5**3)."""
+    n = -(-n // 16) * 16
     while True:
         m = n
         for p in (2, 3, 5):
@@ -110,7 +114,7 @@ def _fft_size(n: int) -> int:
                 m //= p
         if m == 1:
             return n
-        n += 1
+        n += 16
 
 
 def _gaussian_filter(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -127,33 +131,171 @@ def gaussian_blur(images: torch.Tensor, severity: int, generator: torch.Generato
     return _gaussian_filter(images, sigma).clamp(0, 1)
 
 
+def _alias_taps(radius: int, alias_blur: float) -> torch.Tensor:
+    """The reference's ``cv2.getGaussianKernel(ksize, alias_blur)`` (float64) that smooths the disk."""
+    ksize = 3 if radius <= 8 else 5
+    t = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
+    g = torch.exp(-(t**2) / (2 * alias_blur**2))
+    return g / g.sum()
+
+
 def _disk(radius: int, alias_blur: float) -> torch.Tensor:
     """The reference's anti-aliased disk: a normalised binary disk smoothed by ``cv2.GaussianBlur``."""
     if radius <= 8:
-        coords, ksize = torch.arange(-8, 9), 3
+        coords = torch.arange(-8, 9)
     else:
-        coords, ksize = torch.arange(-radius, radius + 1), 5
+        coords = torch.arange(-radius, radius + 1)
     y, x = torch.meshgrid(coords, coords, indexing="ij")
     disk = (x**2 + y**2 <= radius**2).float()
     disk = disk / disk.sum()
-    # cv2.getGaussianKernel(ksize, alias_blur) applied separably with BORDER_REFLECT_101 (= 'reflect')
-    t = torch.arange(ksize, dtype=torch.float64) - (ksize - 1) / 2
-    g = torch.exp(-(t**2) / (2 * alias_blur**2))
-    return _separable(disk[None, None], g / g.sum(), "reflect")[0, 0]
+    # applied separably with BORDER_REFLECT_101 (= 'reflect')
+    return _separable(disk[None, None], _alias_taps(radius, alias_blur), "reflect")[0, 0]
+
+
+@functools.lru_cache(maxsize=None)
+def _defocus_taps(radius: int, alias_blur: float) -> tuple[list[int], list[float]] | None:
+    """Row half-widths of the disk (rows -radius..radius) and the Gaussian's taps that matter
+    (centre, then one side; those below float32 rounding dropped), or None where the smoothed
+    disk reaches the border of the reference's kernel array (there the reference's reflected
+    border changes the kernel, see :func:`defocus_blur`)."""
+    g = _alias_taps(radius, alias_blur)
+    g = g[len(g) // 2:]
+    g = g[g > 1e-9 * g[0]].tolist()
+    if radius + len(g) - 1 >= max(radius, 8):
+        return None
+    return [math.isqrt(radius**2 - a**2) for a in range(-radius, radius + 1)], g
+
+
+@functools.lru_cache(maxsize=16)
+def _disk_spectrum(radius: int, alias_blur: float, size: tuple[int, int], dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+    """``rfft2`` at ``size`` of the flipped disk kernel (filter2D correlates), made once."""
+    kernel = _disk(radius, alias_blur).to(dtype=dtype, device=device)
+    k = kernel.shape[0]
+    padded = torch.zeros(size, dtype=dtype, device=device)
+    padded[:k, :k] = kernel.flip(0, 1)
+    return torch.fft.rfft2(padded)
+
+
+def _window_sum(sums: dict[int, torch.Tensor], length: int, dim: int) -> torch.Tensor:
+    """Sums of ``length`` consecutive entries along ``dim`` ('valid', start-aligned).
+
+    ``sums`` maps lengths to such sums already known (1: the input); the new one is the largest
+    known one plus the largest that fits the rest, and so on, one add per piece. Added to ``sums``.
+    """
+    if length not in sums:
+        n = sums[1].shape[dim]
+        done = max(k for k in sums if k <= length)
+        out = None
+        while done < length:
+            piece = max(k for k in sums if k <= length - done)
+            size = n - done - piece + 1
+            tail = sums[piece].narrow(dim, done, size)
+            out = sums[done].narrow(dim, 0, size) + tail if out is None else out.narrow(dim, 0, size).add_(tail)
+            done += piece
+        sums[length] = out
+    return sums[length]
+
+
+def _disk_sum(padded: torch.Tensor, half: list[int], size: tuple[int, int]) -> torch.Tensor:
+    """Sum of ``padded`` over the binary disk with row half-widths ``half``, on ``size`` pixels
+    (``padded`` has ``radius`` more on each side): per row of the disk a horizontal window sum,
+    rows of equal width on each side of the centre added at once as a vertical window sum."""
+    radius = len(half) // 2
+    oh, ow = size
+    rows: dict[int, torch.Tensor] = {1: padded}
+    power, narrowest = 2, min(2 * v + 1 for v in half if v > 0)
+    while power <= narrowest:  # doublings, to build the widths from
+        _window_sum(rows, power, -1)
+        power *= 2
+    centre = _window_sum(rows, 2 * half[radius] + 1, -1)[..., radius:radius + oh, :ow]
+    out = None
+    a = 1
+    while a <= radius:
+        v = half[radius + a]
+        run = 1
+        while a + run <= radius and half[radius + a + run] == v:
+            run += 1
+        # rows a .. a + run - 1 below the centre and their mirror above have half-width v
+        band = _window_sum(rows, 2 * v + 1, -1)[..., :, radius - v:radius - v + ow]
+        band = _window_sum({1: band}, run, -2) if run > 1 else band
+        below = band[..., radius + a:radius + a + oh, :]
+        out = centre + below if out is None else out.add_(below)
+        out.add_(band[..., radius - a - run + 1:radius - a - run + 1 + oh, :])
+        a += run
+    return out
+
+
+def _symmetric_filter(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+    """'Valid' correlation with the symmetric kernel ``taps`` (centre, then each side), scaled by
+    1 / centre."""
+    r = len(taps) - 1
+    size = x.shape[dim] - 2 * r
+    out = x.narrow(dim, r, size)
+    for t in range(1, r + 1):
+        pair = x.narrow(dim, r - t, size) + x.narrow(dim, r + t, size)
+        out = torch.add(out, pair, alpha=taps[t] / taps[0]) if t == 1 else out.add_(pair, alpha=taps[t] / taps[0])
+    return out
 
 
 def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Convolution with an anti-aliased disk (``cv2.filter2D``: borders BORDER_REFLECT_101)."""
+    """Convolution with an anti-aliased disk (``cv2.filter2D``: borders BORDER_REFLECT_101).
+
+    The kernel is a binary disk smoothed by a 3-tap (radius 10: 5-tap) Gaussian. For radius 3, 4, 6
+    it is applied as such, in about 20 passes over each image (cheaper than a 2-D FFT): the sum over
+    the disk (:func:`_disk_sum`), then the Gaussian along each axis. For radius 8 and 10 the disk
+    touches the border of the reference's kernel array, whose reflection adds mass at the rim; there
+    the kernel is applied by FFT, with its spectrum made once.
+    """
     radius, alias_blur = DEFOCUS[_check(severity) - 1]
-    kernel = _disk(radius, alias_blur).to(images)
+    taps = _defocus_taps(radius, alias_blur)
     h, w = images.shape[-2:]
-    k = kernel.shape[0]
-    r = k // 2
-    padded = F.pad(images, (r, r, r, r), mode="reflect")
-    # filter2D correlates: out[y] = sum_a K[a] padded[y + a] = (padded * flipped K)[y + 2r]
-    kp = torch.zeros(padded.shape[-2:], dtype=images.dtype, device=images.device)
-    kp[:k, :k] = kernel.flip(0, 1)
-    return _fft_filter(padded, kp, (2 * r, 2 * r + h, 2 * r, 2 * r + w)).clamp(0, 1)
+    out = torch.empty_like(images)
+    if taps is None:
+        r = max(radius, 8)  # the half-size of the reference's kernel array, see _disk
+        padded = F.pad(images, (r, r, r, r), mode="reflect")
+        size = tuple(_fft_size(n) for n in padded.shape[-2:])
+        spectrum = _disk_spectrum(radius, alias_blur, size, images.dtype, images.device)
+        for i in range(images.shape[0]):  # one image at a time: its temporaries stay in cache
+            # out[y] = sum_a K[a] padded[y + a] = (padded * flipped K)[y + 2r]
+            out[i] = _fft_filter(padded[i], spectrum, (2 * r, 2 * r + h, 2 * r, 2 * r + w))
+        return out.clamp_(0, 1)
+    half, g = taps
+    r = len(g) - 1
+    scale = g[0] ** 2 / sum(2 * v + 1 for v in half)  # _symmetric_filter leaves out g[0]
+    padded = F.pad(images, (radius + r,) * 4, mode="reflect")
+    for i in range(images.shape[0]):
+        x = _disk_sum(padded[i], half, (h + 2 * r, w + 2 * r))
+        torch.mul(_symmetric_filter(_symmetric_filter(x, g, -1), g, -2), scale, out=out[i])
+    return out.clamp_(0, 1)
+
+
+def _motion_taps(radius: int, sigma: float, angles: torch.Tensor, h: int, w: int) -> list[list[tuple[int, int, float]]]:
+    """Per image, the reference's motion-blur taps ``(dy, dx, weight)``, equal shifts merged.
+
+    The reference adds ``kernel[i]`` times the image shifted by ``(dy_i, dx_i)`` for ``i`` in
+    ``range(2 radius + 1)`` and stops (``break``) at the first shift that leaves the image, without
+    renormalising. The shifts are rounded points on a line, so they repeat only consecutively.
+    """
+    width = 2 * radius + 1
+    k = [math.exp(-(i**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma) for i in range(width)]
+    total = math.fsum(k)
+    k = [v / total for v in k]
+    out = []
+    for angle in angles.detach().to("cpu", torch.float64).tolist():
+        p0, p1 = width * math.sin(math.radians(angle)), width * math.cos(math.radians(angle))
+        hypot = math.hypot(p0, p1)
+        merged: list[tuple[int, int, float]] = []
+        for i, weight in enumerate(k):
+            a, b = -math.ceil(i * p0 / hypot - 0.5), -math.ceil(i * p1 / hypot - 0.5)
+            if abs(a) >= h or abs(b) >= w:
+                break
+            if merged and merged[-1][:2] == (a, b):
+                merged[-1] = (a, b, merged[-1][2] + weight)
+            else:
+                merged.append((a, b, weight))
+        out.append(merged)
+    return out
 
 
 def motion_blur_at(images: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor) -> torch.Tensor:
@@ -162,29 +304,25 @@ def motion_blur_at(images: torch.Tensor, radius: int, sigma: float, angles: torc
     A half-Gaussian line kernel: the sum over taps ``i`` of ``k_i`` times the image shifted by
     ``(dy_i, dx_i)`` with edge replication; the taps stop where the shift would leave the image,
     without renormalising, as in the reference. Exact for given angles (up to float rounding).
+
+    Computed as that sum, one scaled add of a slice of the edge-padded image per distinct shift:
+    the line has at most 41 taps, fewer passes over the image than a 2-D FFT costs.
     """
     n, c, h, w = images.shape
-    width = 2 * radius + 1
-    taps = torch.arange(width, dtype=torch.float64)
-    k = torch.exp(-(taps**2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
-    k = k / k.sum()
-    rad = angles.detach().to("cpu", torch.float64) * (math.pi / 180)
-    p0, p1 = width * torch.sin(rad), width * torch.cos(rad)
-    hypot = torch.hypot(p0, p1)
-    dy = -torch.ceil(taps * p0[:, None] / hypot[:, None] - 0.5).long()  # [N, width]
-    dx = -torch.ceil(taps * p1[:, None] / hypot[:, None] - 0.5).long()
-    inside = ((dy.abs() < h) & (dx.abs() < w)).long().cumprod(1).bool()  # the reference's `break`
-    dy, dx = torch.where(inside, dy, 0), torch.where(inside, dx, 0)
-    # Edge-replicating shifts of at most p pixels = slices of the image padded by p; the sum of
-    # shifted copies is a convolution with a per-image sparse kernel, done by FFT:
-    # out[y] = sum_i k_i padded[y + p - dy_i] = (padded * kernel)[y + 2p] with kernel[p + dy_i] = k_i.
-    p = int(torch.maximum(dy.abs(), dx.abs()).max())
-    padded = F.pad(images, (p, p, p, p), mode="replicate")
-    kernel = torch.zeros(n, *padded.shape[-2:], dtype=images.dtype, device=images.device)
-    index = (torch.arange(n)[:, None].expand_as(dy), dy + p, dx + p)
-    kernel.index_put_(tuple(i.to(images.device) for i in index), (k * inside).to(images), accumulate=True)
-    kernel = kernel[:, None]
-    return _fft_filter(padded, kernel, (2 * p, 2 * p + h, 2 * p, 2 * p + w)).clamp(0, 1)
+    out = torch.empty_like(images)
+    for j, taps in enumerate(_motion_taps(radius, sigma, angles, h, w)):
+        # out[y, x] = sum_i k_i image[y - dy_i, x - dx_i], indices clamped: pad only as far as needed
+        top, bottom = max(max(t[0] for t in taps), 0), max(-min(t[0] for t in taps), 0)
+        left, right = max(max(t[1] for t in taps), 0), max(-min(t[1] for t in taps), 0)
+        padded = F.pad(images[j:j + 1], (left, right, top, bottom), mode="replicate")[0]
+        acc = out[j]
+        for i, (a, b, weight) in enumerate(taps):
+            shifted = padded[:, top - a:top - a + h, left - b:left - b + w]
+            if i == 0:
+                torch.mul(shifted, weight, out=acc)
+            else:
+                acc.add_(shifted, alpha=weight)
+    return out.clamp_(0, 1)
 
 
 def motion_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
