@@ -218,6 +218,9 @@ def zoom_blur(images: torch.Tensor, severity: int, generator: torch.Generator | 
         ch, cw = int(np.ceil(h / float(z))), int(np.ceil(w / float(z)))
         top, left = (h - ch) // 2, (w - cw) // 2
         size = (int(round(ch * z)), int(round(cw * z)))
+        if size == (ch, cw) == (h, w):  # zoom 1 (the first factor) samples every pixel exactly
+            out += x
+            continue
         crop = x[:, :, top:top + ch, left:left + cw]
         out += F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[:, :, :h, :w]
     out = out.mul_(1 / (len(factors) + 1)).clamp_(0, 1)
@@ -244,21 +247,24 @@ def _glass_sources(codes: torch.Tensor, delta: int, h: int, w: int) -> torch.Ten
     n = codes.shape[0]
     grid = _glass_grid(n, h, w, delta, str(codes.device))
     codes = codes.reshape(-1)
-    src = grid.base.clone()
-    src.view(n, h, w)[:, delta + 1:h - delta + 1, delta + 1:w - delta + 1] += (
-        grid.offsets.index_select(0, codes).view(n, h - 2 * delta, w - 2 * delta))
-    # Follow the pixels whose source comes later in raster order (dy > 0, or dy = 0 and dx > 0:
-    # the codes above that of (0, 0)) and is itself interior. link >= 0: the pixel to follow;
-    # link < 0: the resolved source, coded as -1 - index (bitwise not).
-    later = grid.inner.masked_select(codes > 2 * delta * delta + delta)
-    later = later.masked_select(grid.interior.index_select(0, src.index_select(0, later)))
-    link = src.bitwise_not()
-    link.index_copy_(0, later, src.index_select(0, later))
-    while later.numel():
-        jump = link.index_select(0, link.index_select(0, later))
-        link.index_copy_(0, later, jump)
-        later = later.masked_select(jump >= 0)
-    return link.bitwise_not_()
+    # each interior pixel's source, as an index into the batch and into the interior pixels
+    src = grid.inner + grid.offsets.index_select(0, codes)
+    # The pixels to follow: those whose source comes later in raster order (dy > 0, or dy = 0
+    # and dx > 0: the codes above that of (0, 0)) and is itself interior.
+    follow = (codes > 2 * delta * delta + delta).logical_and_(grid.interior.index_select(0, src))
+    # Pointer jumping over the interior pixels; a pixel not to follow points to itself, so
+    # every pointer ends at the last pixel of its chain, whose source is the one it takes.
+    # (a product, not torch.where: that is several times slower on CPU with a random mask)
+    pointer = grid.inner_offsets.index_select(0, codes).mul_(follow).add_(grid.inner_ids)
+    while True:
+        jumped = pointer.index_select(0, pointer)
+        if torch.equal(jumped, pointer):
+            break
+        pointer = jumped
+    out = grid.base.clone()
+    out.view(n, h, w)[:, delta + 1:h - delta + 1, delta + 1:w - delta + 1] = (
+        src.index_select(0, pointer).view(n, h - 2 * delta, w - 2 * delta))
+    return out
 
 
 class _GlassGrid(NamedTuple):
@@ -266,17 +272,22 @@ class _GlassGrid(NamedTuple):
     inner: torch.Tensor  # [N * (H - 2 delta) * (W - 2 delta)] flat indices of the interior pixels
     interior: torch.Tensor  # [N * H * W] bool: the pixel is interior
     offsets: torch.Tensor  # [(2 delta)^2] flat index offset dy * W + dx of each move code
+    inner_ids: torch.Tensor  # [N * (H - 2 delta) * (W - 2 delta)] 0, 1, ...: interior pixel numbers
+    inner_offsets: torch.Tensor  # [(2 delta)^2] offset dy * (W - 2 delta) + dx in interior pixel numbers
 
 
 @lru_cache(maxsize=8)
 def _glass_grid(n: int, h: int, w: int, delta: int, device: str) -> _GlassGrid:
-    base = torch.arange(n * h * w, device=device)
+    # int32 indices: half the memory traffic of int64 (index_select takes them)
+    base = torch.arange(n * h * w, dtype=torch.int32, device=device)
     inner = (slice(None), slice(delta + 1, h - delta + 1), slice(delta + 1, w - delta + 1))
     interior = torch.zeros(n, h, w, dtype=torch.bool, device=device)
     interior[inner] = True
-    moves = torch.arange(-delta, delta, device=device)
-    offsets = (moves[:, None] * w + moves[None, :]).flatten()
-    return _GlassGrid(base, base.view(n, h, w)[inner].flatten(), interior.flatten(), offsets)
+    moves = torch.arange(-delta, delta, dtype=torch.int32, device=device)
+    inner_ids = torch.arange(n * (h - 2 * delta) * (w - 2 * delta), dtype=torch.int32, device=device)
+    return _GlassGrid(base, base.view(n, h, w)[inner].flatten(), interior.flatten(),
+                      (moves[:, None] * w + moves[None, :]).flatten(), inner_ids,
+                      (moves[:, None] * (w - 2 * delta) + moves[None, :]).flatten())
 
 
 def _glass_shuffle(x: torch.Tensor, moves: torch.Tensor, delta: int) -> torch.Tensor:
