@@ -212,7 +212,13 @@ def zoom_blur(images: torch.Tensor, severity: int, generator: torch.Generator | 
     n, c, h, w = images.shape
     # All images and channels as the channels of one channels-last image: the CPU bilinear
     # kernel then computes each output pixel's taps once for all of them (2x faster than NCHW).
-    x = images.reshape(1, n * c, h, w).contiguous(memory_format=torch.channels_last)
+    # Zero channels pad them to a multiple of 8, which the kernel vectorises: 16 channels take
+    # half the time of 12.
+    planes = n * c
+    x = torch.empty(1, -(-planes // 8) * 8, h, w, dtype=images.dtype, device=images.device,
+                    memory_format=torch.channels_last)
+    x[:, :planes] = images.reshape(1, planes, h, w)
+    x[:, planes:] = 0
     out = x.clone()
     for z in factors:
         ch, cw = int(np.ceil(h / float(z))), int(np.ceil(w / float(z)))
@@ -221,10 +227,11 @@ def zoom_blur(images: torch.Tensor, severity: int, generator: torch.Generator | 
         if size == (ch, cw) == (h, w):  # zoom 1 (the first factor) samples every pixel exactly
             out += x
             continue
-        crop = x[:, :, top:top + ch, left:left + cw]
+        # copied first: on a strided view the kernel takes a slower, unvectorised path
+        crop = x[:, :, top:top + ch, left:left + cw].contiguous(memory_format=torch.channels_last)
         out += F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[:, :, :h, :w]
-    out = out.mul_(1 / (len(factors) + 1)).clamp_(0, 1)
-    return out.contiguous().view(n, c, h, w)
+    out = out[:, :planes].contiguous().view(n, c, h, w)
+    return out.mul_(1 / (len(factors) + 1)).clamp_(0, 1)
 
 
 def _glass_sources(codes: torch.Tensor, delta: int, h: int, w: int) -> torch.Tensor:
