@@ -237,7 +237,7 @@ def zoom_blur(images: torch.Tensor, severity: int, generator: torch.Generator | 
 def _glass_sources(codes: torch.Tensor, delta: int, h: int, w: int) -> torch.Tensor:
     """Where one pass of the reference's pixel loop takes each pixel's value from, given its moves.
 
-    ``codes`` is int64 ``[N, H - 2 delta, W - 2 delta]``, the moves of the interior pixels
+    ``codes`` is an integer ``[N, H - 2 delta, W - 2 delta]``, the moves of the interior pixels
     ``(h, w)``, ``delta < h <= H - delta`` (same for w), as ``(dy + delta) * 2 delta + dx +
     delta`` (dy, dx in ``[-delta, delta)``). The reference visits them in descending raster
     order and does ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` on array views, which is a copy
@@ -245,10 +245,10 @@ def _glass_sources(codes: torch.Tensor, delta: int, h: int, w: int) -> torch.Ten
     source already visited in this pass (an interior pixel later in raster order) has already
     been overwritten, so the copies chain: the value at ``p`` is the pre-pass value at ``T(p)``
     with ``T(p) = src(p)``, or ``T(src(p))`` when the source was visited before ``p``. The
-    chains only go forward in raster order, so pointer jumping over the pixels that follow one
-    resolves them in O(log length) vectorised steps.
+    chains only go forward in raster order, so pointer jumping resolves them in O(log length)
+    vectorised steps over all pixels.
 
-    Returns ``T`` as int64 ``[N * H * W]`` indices into the flattened batch (image ``i``'s
+    Returns ``T`` as integer ``[N * H * W]`` indices into the flattened batch (image ``i``'s
     pixels at ``i * H * W``); pixels outside the interior keep their own value.
     """
     n = codes.shape[0]
@@ -277,9 +277,10 @@ class _GlassGrid(NamedTuple):
 
 @lru_cache(maxsize=8)
 def _glass_grid(n: int, h: int, w: int, delta: int, device: str) -> _GlassGrid:
-    # int32 indices: half the memory traffic of int64 (index_select takes them)
-    base = torch.arange(n * h * w, dtype=torch.int32, device=device)
-    moves = torch.arange(-delta, delta, dtype=torch.int32, device=device)
+    # int32 indices where they fit: half the memory traffic of int64 (index_select takes them)
+    dtype = torch.int32 if n * h * w < 2**31 else torch.int64
+    base = torch.arange(n * h * w, dtype=dtype, device=device)
+    moves = torch.arange(-delta, delta, dtype=dtype, device=device)
     offsets = (moves[:, None] * w + moves[None, :]).flatten()
     return _GlassGrid(base, offsets, offsets * (offsets > 0))
 
@@ -319,7 +320,6 @@ def _glass_passes(images: torch.Tensor, sigma: float, delta: int, codes: list[to
     levels = torch.stack([packed & 255, (packed >> 8) & 255, packed >> 16], 1).to(images.dtype)
     # the levels / 255, with the 1 / 255 folded into the blur's kernel
     return _gaussian_filter(levels, sigma, 1 / 255).clamp_(0, 1)
-
 
 
 def glass_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
