@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,26 +95,41 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+# The generating process, SIGKILLed while it writes its 11th file (half of it in the temporary file):
+# a fixed point, where a timed kill depended on the machine's speed.
+_KILLED_MID_WRITE = """
+import os, signal, sys, tempfile
+from emca_vis.robustness import generate
+writes = []
+real = generate._replace
+def replace(path, data):
+    writes.append(path)
+    if len(writes) == 11:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, _ = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.write(fd, data[:len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(path, data)
+generate._replace = replace
+sys.exit(generate.main(sys.argv[1:]))
+"""
+
+
 def test_killed_run_resumes_to_the_same_files(tmp_path):
-    command = [sys.executable, "-m", "emca_vis.robustness", "generate", "--data", "shapes", "--split", "val",
-               "--image-size", "32", "--n", "24", "--batch-size", "2", "--corruptions", "shot_noise", "glass_blur",
-               "--severities", "2", "5"]
+    options = ["--data", "shapes", "--split", "val", "--image-size", "32", "--n", "24", "--batch-size", "2",
+               "--corruptions", "shot_noise", "glass_blur", "--severities", "2", "5"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
-    process = subprocess.Popen([*command, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(killed.rglob("*.JPEG"))) < 10:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    partial = len(list(killed.rglob("*.JPEG")))
-    assert 10 <= partial < 96, partial  # killed mid-run
-    resumed = subprocess.run([*command, "--out", str(killed)], env=env, capture_output=True, text=True, timeout=300)
+    process = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, *options, "--out", str(killed)], env=env,
+                             capture_output=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert len(list(killed.rglob("*.JPEG"))) == 10 and len(list(killed.rglob(".*.tmp"))) == 1
+    resumed = subprocess.run([sys.executable, "-m", "emca_vis.robustness", "generate", *options, "--out", str(killed)],
+                             env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"({partial} already there)" in resumed.stdout or "already there" in resumed.stdout
+    assert "wrote 86 corrupted images (10 already there)" in resumed.stdout, resumed.stdout
     whole = tmp_path / "whole"
-    assert main([*command[4:], "--out", str(whole)]) == 0
+    assert main([*options, "--out", str(whole)]) == 0
     files = _files(killed)
     assert not [name for name in files if name.endswith(".tmp")]
     assert len(files) == 96 and files == _files(whole)

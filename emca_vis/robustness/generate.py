@@ -15,7 +15,8 @@ Batches of ``--batch-size`` images get the corruption seed evaluation uses on th
 (``--seed`` x 100003 + batch index), so with the same ``--batch-size`` and ``--seed`` the files
 hold the noise ``python -m emca_vis.robustness`` draws, and the two differ by the JPEG round trip
 only. A re-run skips the files already written; each file appears complete or not at all
-(written to a temporary name, then renamed), so a killed run loses at most the batch in flight.
+(written to a temporary name, then renamed), so a killed run loses at most the batch in flight,
+and the re-run deletes the temporary file the killed run was writing.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ def generate(args: argparse.Namespace) -> dict:
     dataset.transform = eval_pixels(info.input_size, info.resize)
     n = len(dataset) if args.n is None else min(args.n, len(dataset))
     rank, world = _distributed()
+    if rank == 0 and out.is_dir():
+        for stale in out.rglob(".*.tmp"):  # what a killed run was writing
+            stale.unlink(missing_ok=True)
+    if world > 1:
+        dist.barrier()  # no rank writes before the stale files are gone
     writer = (_Folders if args.format == "imagenet-c" else _Arrays)(out, dataset, list(info.class_names), n, args)
     starts = list(range(0, n, args.batch_size))
     mine = [(start // args.batch_size, range(start, min(start + args.batch_size, n))) for start in starts][rank::world]
