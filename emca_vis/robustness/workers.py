@@ -5,8 +5,10 @@ on one thread, and gathers them back. Why processes: torch's intra-op threads wa
 other at every operation and Python threads hand the GIL over between operations; when other
 work shares the cores, a thread that loses its core holds the others up, and the backend fell
 below the reference (whose worker processes run independently). The images and the output
-travel through one file in ``/dev/shm`` mapped by every process, so a part costs its worker a
-few bytes of messages, not a copy of its pixels.
+travel through one file in ``/dev/shm`` mapped by every process, so a batch costs each worker one
+message each way and a semaphore per part, not a copy of its pixels. The messages go through a
+pipe per worker, written by the calling thread: ``concurrent.futures``' pools pass them through
+helper threads that wait for the GIL, which started one of two workers about 1 ms late per batch.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import ctypes
 import math
 import multiprocessing
 import os
+import pickle
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-PARTS_PER_WORKER = 2  # a worker held up by other work leaves its second part to the others
+PARTS_PER_WORKER = 4  # parts are taken as workers come free: one held up by other work takes fewer
 SMALLEST = 2 * 224 * 224  # pixels per channel in a batch worth sending to workers
 
 
@@ -38,15 +40,17 @@ def run(name: str, images: torch.Tensor, severity: int, seeds: list[int], count:
     n = len(images)
     size = math.ceil(n / (PARTS_PER_WORKER * count))
     pool = _pool(count)
-    # numpy copies: torch's would run on this process' OpenMP threads, which then spin for
-    # milliseconds waiting for more work, on the cores the workers need (6 ms of CPU per batch)
-    buffer = pool.buffer(2 * images.numel()).numpy()
-    np.copyto(buffer[:images.numel()], images.numpy().reshape(-1))
-    jobs = [pool.executor.submit(_part, pool.path, tuple(images.shape), name, severity, a, min(a + size, n),
-                                 seeds[a:a + size]) for a in range(0, n, size)]
-    for job in jobs:
-        job.result()
-    return torch.from_numpy(buffer[images.numel():2 * images.numel()].copy()).view_as(images)
+    try:
+        return pool.run(name, images, severity, seeds, size)
+    except BaseException:
+        # a worker died, or this process was interrupted with parts in flight: start afresh next time
+        _pool.cache_clear()
+        pool.close()
+        raise
+
+
+class WorkerError(RuntimeError):
+    """A corruption worker process ended without answering."""
 
 
 class _Pool:
@@ -54,12 +58,43 @@ class _Pool:
         # fork, as DataLoader workers: spawn would re-run the caller's script in each worker; the
         # workers run torch on one thread, which never enters an OpenMP region inherited from here
         context = multiprocessing.get_context("fork")
-        self.executor = ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker)
+        # parts copied in (plus one stop per worker) and the next part to take, shared by fork
+        self.ready, self.next_part = context.Semaphore(0), context.Value("i", 0)
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else None
         handle, self.path = tempfile.mkstemp(prefix="emca-vis-corrupt-", suffix=".f32", dir=folder)
         os.close(handle)
         self._buffer = torch.empty(0)
+        self.connections, self.processes = [], []
+        for _ in range(count):
+            here, there = context.Pipe()
+            process = context.Process(target=_serve, args=(there, self.ready, self.next_part), daemon=True)
+            process.start()
+            there.close()
+            self.connections.append(here)
+            self.processes.append(process)
         atexit.register(self.close)
+
+    def run(self, name: str, images: torch.Tensor, severity: int, seeds: list[int], size: int) -> torch.Tensor:
+        n, numel = len(images), images.numel()
+        buffer = self.buffer(2 * numel).numpy()
+        source, target = images.numpy().reshape(n, -1), buffer[:numel].reshape(n, -1)
+        # the jobs go first: the workers then take parts as this process copies them in
+        self.next_part.value = 0
+        for connection in self.connections:
+            connection.send((self.path, tuple(images.shape), name, severity, size, seeds))
+        for a in range(0, n, size):
+            # numpy copies: torch's would run on this process' OpenMP threads, which then spin for
+            # milliseconds waiting for more work, on the cores the workers need (6 ms of CPU per batch)
+            np.copyto(target[a:a + size], source[a:a + size])
+            self.ready.release()
+        for _ in self.connections:
+            self.ready.release()  # one stop per worker
+        failed = [error for error in map(_answer, self.connections) if error is not None]
+        if failed:
+            while self.ready.acquire(block=False):  # the stop a failed worker did not take
+                pass
+            raise failed[0]
+        return torch.from_numpy(buffer[numel:2 * numel].copy()).view_as(images)
 
     def buffer(self, numel: int) -> torch.Tensor:
         if self._buffer.numel() < numel:
@@ -68,9 +103,26 @@ class _Pool:
         return self._buffer
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        for connection in self.connections:
+            try:
+                connection.send(None)
+            except OSError:  # that worker is gone
+                pass
+            connection.close()
+        for process in self.processes:
+            process.join(timeout=1)
+            if process.is_alive():
+                process.kill()
+        self.connections, self.processes = [], []
         if os.path.exists(self.path):
             os.unlink(self.path)
+
+
+def _answer(connection) -> BaseException | None:
+    try:
+        return connection.recv()
+    except (EOFError, OSError):
+        return WorkerError("a corruption worker process ended (killed, or out of memory?)")
 
 
 @lru_cache(maxsize=2)
@@ -80,25 +132,47 @@ def _pool(count: int) -> _Pool:
 
 _mapped: dict[str, np.memmap] = {}
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
-def _start_worker() -> None:
+
+def _serve(connection, ready, next_part) -> None:
+    """A worker: runs the jobs it is sent, answers each with None or the exception it raised."""
     torch.set_num_threads(1)
     # glibc hands allocations above 128 kB back to the kernel when freed, so every image-sized
     # temporary of every call came back as fresh zeroed pages (about 550 page faults per part);
     # keeping them in the heap makes the next call reuse them
     try:
         libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
     except OSError:  # not glibc
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        pass
+    while True:
+        try:
+            job = connection.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        try:
+            _take_parts(ready, next_part, *job)
+        except Exception as error:
+            connection.send(error if _picklable(error) else RuntimeError(repr(error)))
+        else:
+            connection.send(None)
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+def _picklable(error: Exception) -> bool:
+    try:
+        pickle.dumps(error)
+    except Exception:
+        return False
+    return True
 
 
-def _part(path: str, shape: tuple[int, ...], name: str, severity: int, start: int, stop: int,
-          seeds: list[int]) -> None:
+def _take_parts(ready, next_part, path: str, shape: tuple[int, ...], name: str, severity: int, size: int,
+                seeds: list[int]) -> None:
+    """Corrupt parts of ``size`` images, each as soon as it is copied in, until a stop."""
     from .corruptions import TORCH_CORRUPTIONS
     from .sampling import Streams
 
@@ -108,4 +182,12 @@ def _part(path: str, shape: tuple[int, ...], name: str, severity: int, start: in
         mapped = _mapped[path] = np.memmap(path, dtype=np.float32, mode="r+")
     memory = torch.from_numpy(mapped)
     images, out = memory[:numel].view(shape), memory[numel:2 * numel].view(shape)
-    out[start:stop] = TORCH_CORRUPTIONS[name](images[start:stop], severity, Streams(seeds))
+    while True:
+        ready.acquire()
+        with next_part.get_lock():  # parts are copied in and taken in the same order
+            start = next_part.value * size
+            next_part.value += 1
+        if start >= shape[0]:
+            return
+        stop = min(start + size, shape[0])
+        out[start:stop] = TORCH_CORRUPTIONS[name](images[start:stop], severity, Streams(seeds[start:stop]))
