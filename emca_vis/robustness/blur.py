@@ -424,10 +424,14 @@ def _glass_sources(codes: torch.Tensor, delta: int, h: int, w: int) -> torch.Ten
     codes = F.pad(codes, border, value=2 * delta * delta + delta).view(-1)
     src = grid.offsets.index_select(0, codes).add_(grid.base)
     # Pointer jumping: a pixel points to its source if that comes later in raster order (dy > 0,
-    # or dy = 0 and dx > 0), else to itself. A pixel outside the interior points to itself and
-    # is its own source, so following into it is right too (its value never changes). Every
-    # pointer ends at the last pixel of its chain, whose source is the one the chain takes.
-    pointer = grid.later.index_select(0, codes).add_(grid.base)
+    # or dy = 0 and dx > 0: a larger flat index), else to itself. A pixel outside the interior
+    # points to itself and is its own source, so following into it is right too (its value
+    # never changes). Every pointer ends at the last pixel of its chain, whose source is the one
+    # the chain takes.
+    pointer = torch.maximum(src, grid.base)
+    # chains of 4 or more pixels are all but certain at ImageNet sizes: jump twice before testing
+    # (jumping on from a chain's end changes nothing)
+    pointer = pointer.index_select(0, pointer)
     while True:
         jumped = pointer.index_select(0, pointer)
         if torch.equal(jumped, pointer):
@@ -438,7 +442,6 @@ def _glass_sources(codes: torch.Tensor, delta: int, h: int, w: int) -> torch.Ten
 class _GlassGrid(NamedTuple):
     base: torch.Tensor  # [N * H * W] flat pixel indices of the batch
     offsets: torch.Tensor  # [(2 delta)^2] flat index offset dy * W + dx of each move code
-    later: torch.Tensor  # the offsets of the moves to a pixel later in raster order, else 0
 
 
 @lru_cache(maxsize=8)
@@ -448,7 +451,7 @@ def _glass_grid(n: int, h: int, w: int, delta: int, device: str) -> _GlassGrid:
     base = torch.arange(n * h * w, dtype=dtype, device=device)
     moves = torch.arange(-delta, delta, dtype=dtype, device=device)
     offsets = (moves[:, None] * w + moves[None, :]).flatten()
-    return _GlassGrid(base, offsets, offsets * (offsets > 0))
+    return _GlassGrid(base, offsets)
 
 
 def _glass_shuffle(x: torch.Tensor, moves: torch.Tensor, delta: int) -> torch.Tensor:
@@ -475,15 +478,16 @@ def _glass_passes(images: torch.Tensor, sigma: float, delta: int, codes: list[to
     """Gaussian, quantise to uint8 levels, the passes of move ``codes``, Gaussian."""
     n, c, h, w = images.shape
     levels = _gaussian_filter(images, sigma, 255).clamp_(0, 255).floor_()  # np.uint8(... * 255)
-    # The passes only move pixels: compose their sources, then move the values once, the three
-    # 8-bit levels of a pixel packed in one float (exact below 2^24).
+    # The passes only move pixels: compose their sources, then move the values once, all
+    # channels by one gather (pixel p = i H W + y W + x of channel k is at p + ((C - 1) i + k) H W)
     source = None
     for code in codes:
         step = _glass_sources(code, delta, h, w)
         source = step if source is None else source.index_select(0, step)
-    packed = torch.add(levels[:, 0], levels[:, 1], alpha=256).add_(levels[:, 2], alpha=65536)
-    packed = packed.view(-1).index_select(0, source).view(n, h, w).to(torch.int32)
-    levels = torch.stack([packed & 255, (packed >> 8) & 255, packed >> 16], 1).to(images.dtype)
+    planes = torch.arange(n * c, device=source.device, dtype=source.dtype).view(n, c, 1)
+    planes -= torch.arange(n, device=source.device, dtype=source.dtype).view(n, 1, 1)
+    index = torch.add(source.view(n, 1, h * w), planes, alpha=h * w)
+    levels = levels.reshape(-1).index_select(0, index.view(-1)).view(n, c, h, w)
     # the levels / 255, with the 1 / 255 folded into the blur's kernel
     return _gaussian_filter(levels, sigma, 1 / 255).clamp_(0, 1)
 
@@ -504,17 +508,28 @@ def glass_blur(images: torch.Tensor, severity: int, generator: torch.Generator |
 
 
 def _uniform_codes(k: int, shape: tuple[int, ...], generator, device) -> torch.Tensor:
-    """``sampling.integers(0, k, shape, generator, device)``. For a power-of-two ``k`` and
-    per-image streams, the same numbers (the top bits of each random 32-bit word) in int32,
-    without the int64 arithmetic that took a tenth of glass blur's time."""
-    bits = k.bit_length() - 1
-    if k != 1 << bits or not isinstance(generator, sampling.Streams) or len(generator) != shape[0]:
-        return sampling.integers(0, k, shape, generator, device)
-    out = torch.empty(shape, dtype=torch.int32)
-    for i, codes in enumerate(out.view(shape[0], -1)):
-        # the arithmetic shift keeps the sign bits above the top ``bits`` bits; the mask drops them
-        torch.bitwise_right_shift(generator.words(i, codes.numel()), 32 - bits, out=codes).bitwise_and_(k - 1)
-    return out.to(device)
+    """Uniform integers in ``[0, k)`` of ``shape`` (first dimension: images), int32. For ``k`` up
+    to 256 and per-image streams, one random byte each: bytes below the largest multiple of
+    ``k`` that fits are kept and divided by ``256 // k`` (exactly uniform; a quarter of the random
+    words of a 32-bit word per number, and no int64 arithmetic). Else ``sampling.integers``."""
+    if k > 256 or not isinstance(generator, sampling.Streams) or len(generator) != shape[0]:
+        return sampling.integers(0, k, shape, generator, device).int()
+    limit = 256 - 256 % k
+    out = np.empty(shape, dtype=np.int32)
+    for i, codes in enumerate(out.reshape(shape[0], -1)):
+        count = codes.size
+        kept = _random_bytes(generator, i, count * 256 // limit + 64)
+        while limit < 256:  # rejection: drawn again in the (rare) case too few were kept
+            kept = kept[kept < limit]
+            if kept.size >= count:
+                break
+            kept = np.concatenate([kept, _random_bytes(generator, i, count - kept.size + 64)])
+        np.floor_divide(kept[:count], np.uint8(256 // k), out=codes, casting="unsafe")
+    return torch.from_numpy(out).to(device)
+
+
+def _random_bytes(generator: sampling.Streams, i: int, count: int) -> np.ndarray:
+    return generator.bits(i).random_raw(-(-count // 8)).view(np.uint8)
 
 
 CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
