@@ -77,7 +77,10 @@ def _separable(x: torch.Tensor, kernel: torch.Tensor, mode: str, vertical: torch
     """
     vertical = kernel if vertical is None else vertical
     if kernel.numel() <= SHIFTED_TAPS:
-        return _shifted_sum(_shifted_sum(x, kernel, mode, -1), vertical, mode, -2)
+        rows = _shifted_sum(x, kernel, mode, -1)
+        if x.shape[-2] < BANDED_MIN_ROWS:
+            return _shifted_sum(rows, vertical, mode, -2)
+        return _banded_rows(rows, vertical, mode)
     h, w = x.shape[-2:]
     rows = _filter_matrix(h, tuple(vertical.tolist()), mode).to(x)
     cols = _filter_matrix(w, tuple(kernel.tolist()), mode).to(x)
@@ -85,6 +88,29 @@ def _separable(x: torch.Tensor, kernel: torch.Tensor, mode: str, vertical: torch
 
 
 SHIFTED_TAPS = 13
+BANDED_BLOCK, BANDED_MIN_ROWS = 4, 64
+
+
+def _banded_rows(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """Correlation of ``x`` with ``kernel`` along H (borders by ``mode``) as banded matrix
+    products: each block of ``BANDED_BLOCK`` output rows is the band ``[block, block + taps - 1]``
+    times the block's window of padded rows, one batched product per plane on strided views.
+    On one thread 1.3-1.8x faster than the shifted sums for 7-13 taps (they pass over the
+    image once per tap)."""
+    *lead, h, w = x.shape
+    taps, r, block = kernel.numel(), kernel.numel() // 2, BANDED_BLOCK
+    blocks = -(-h // block)
+    window = block + taps - 1
+    band = torch.zeros(block, window, dtype=torch.float64)
+    for i in range(block):
+        band[i, i:i + taps] = kernel.to("cpu", torch.float64)
+    bands = band.to(x).expand(blocks, block, window)
+    padded = F.pad(x.reshape(-1, h, w), (0, 0, r, r + blocks * block - h), mode=mode)
+    out = x.new_empty(padded.shape[0], blocks * block, w)
+    for plane, result in zip(padded, out):
+        windows = plane.as_strided((blocks, window, w), (block * w, w, 1))
+        torch.bmm(bands, windows, out=result.view(blocks, block, w))
+    return out[:, :h].reshape(*lead, h, w)
 
 
 def _shifted_sum(x: torch.Tensor, kernel: torch.Tensor, mode: str, dim: int) -> torch.Tensor:
