@@ -95,7 +95,7 @@ def _banded_rows(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tens
     """Correlation of ``x`` with ``kernel`` along H (borders by ``mode``) as banded matrix
     products: each block of ``BANDED_BLOCK`` output rows is the band ``[block, block + taps - 1]``
     times the block's window of padded rows, one batched product per plane on strided views.
-    On one thread 1.3-1.8x faster than the shifted sums for 7-13 taps (they pass over the
+    On one thread 1.4-1.8x faster than the shifted sums for 7-13 taps (they pass over the
     image once per tap)."""
     *lead, h, w = x.shape
     taps, r, block = kernel.numel(), kernel.numel() // 2, BANDED_BLOCK
@@ -537,7 +537,7 @@ def _uniform_codes(k: int, shape: tuple[int, ...], generator, device) -> torch.T
     """Uniform integers in ``[0, k)`` of ``shape`` (first dimension: images), int32. For ``k`` up
     to 256 and per-image streams, one random byte each: bytes below the largest multiple of
     ``k`` that fits are kept and divided by ``256 // k`` (exactly uniform; a quarter of the random
-    words of a 32-bit word per number, and no int64 arithmetic). Else ``sampling.integers``."""
+    bits a 32-bit word per number took, and no int64 arithmetic). Else ``sampling.integers``."""
     if k > 256 or not isinstance(generator, sampling.Streams) or len(generator) != shape[0]:
         return sampling.integers(0, k, shape, generator, device).int()
     limit = 256 - 256 % k
