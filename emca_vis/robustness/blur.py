@@ -393,8 +393,8 @@ def zoom_blur(images: torch.Tensor, severity: int, generator: torch.Generator | 
         _copy_wide(crop, rows.view(h, w, k)[:, left:left + cw].transpose(0, 1))
         zoomed = _zoom_rows(crop.view(cw, h * k), int(round(cw * z)), total if out is None else cols_out)[:w]
         out = zoomed if out is None else out.add_(zoomed)
-    # (image + zoom 1 + the others) / count, back to [N, C, H, W] (via [H, W, K]: two cheap
-    # transposing copies beat one reversing all three dims)
+    # (image + zoom 1 + the others) / count, back to [N, C, H, W] via [H, W, K] (for four images
+    # these two transposing copies take 0.6 of the time of one reversing all three dims)
     summed = rows_out[:h * w * k].view(h, w, k)
     _copy_wide(summed, out.view(w, h, k).transpose(0, 1))
     out = images.new_empty(n, c, h, w)
@@ -417,7 +417,7 @@ def _zoom_rows(x: torch.Tensor, size: int, buffer: torch.Tensor) -> torch.Tensor
 def _copy_wide(dst: torch.Tensor, src: torch.Tensor) -> None:
     """``dst.copy_(src)`` for float32 ``[..., K]`` with contiguous last dims, moving each ``K``
     values as 16- or 8-byte words where ``K`` allows (a transposing copy of 4-byte values is
-    about 1.4x slower)."""
+    up to 1.5x slower)."""
     k = src.shape[-1]
     wide = torch.complex128 if k % 4 == 0 else torch.int64 if k % 2 == 0 else None
     if wide is None or src.dtype != torch.float32:
