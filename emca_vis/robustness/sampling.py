@@ -205,8 +205,8 @@ def poisson_levels(levels: torch.Tensor, rates: torch.Tensor, generator: torch.G
     ``levels`` holds whole numbers (8-bit pixel values, say) in any float or integer dtype.
     Inversion of each rate's CDF with one 24-bit uniform per value, ``u = (word & 0xFFFFFF) / 2^24``
     (what :func:`uniform` gives): the uniform's bin (its top 11 bits) and the level index a table
-    of the (scaled, capped) count, unless a CDF step falls inside that bin; those few values
-    (marked negative in the table) then step along the CDF. Exact for the given uniforms (the
+    of the count (then scaled and capped), unless a CDF step falls inside that bin; those few
+    values (marked negative in the table) then step along the CDF. Exact for the given uniforms (the
     count is the least k with u < F(k)), and many times faster than ``torch.poisson``, whose CPU
     sampler draws one value at a time. The table lookup works on the raw integer words: no
     float uniforms are made but for the values that step.
@@ -219,36 +219,40 @@ def poisson_levels(levels: torch.Tensor, rates: torch.Tensor, generator: torch.G
                               dtype=torch.int32).to(device)
     else:
         words = None
-    rows = (levels.to(torch.int32) * POISSON_BINS).reshape(levels.shape[0], -1)
-    coded = table.coded.to(device)
+    codes = table.codes.to(device)
     out = torch.empty(levels.shape, dtype=torch.float32, device=device)
     flat = out.view(levels.shape[0], -1)
-    walk_words, walk_at = [], []
-    for i in range(levels.shape[0]):
-        w = streams.words(i, rows.shape[1]) if words is None else words[i].view(-1)
-        index = (w >> (24 - POISSON_BITS)).bitwise_and_(POISSON_BINS - 1).add_(rows[i])
-        torch.index_select(coded, 0, index, out=flat[i])
-        at = (flat[i] < 0).nonzero().squeeze(1) if device.type != "cpu" else \
-            torch.from_numpy(np.flatnonzero(flat[i].numpy() < 0))
+    walk_at, walk_levels, walk_words, walk_codes = [], [], [], []
+    for i in range(levels.shape[0]):  # per image: its temporaries stay in cache
+        level = levels[i].reshape(-1).to(torch.int32)
+        w = streams.words(i, level.numel()) if words is None else words[i].view(-1)
+        index = (w >> (24 - POISSON_BITS)).bitwise_and_(POISSON_BINS - 1).add_(level, alpha=POISSON_BINS)
+        code = torch.index_select(codes, 0, index)
+        flat[i].copy_(code)  # the count, scaled below with the others
+        at = (code < 0).nonzero().squeeze(1) if device.type != "cpu" else \
+            torch.from_numpy(np.flatnonzero(code.numpy() < 0))
+        walk_at.append(at + i * level.numel())
+        walk_levels.append(level.index_select(0, at))
         walk_words.append(w.index_select(0, at))
-        walk_at.append(at + i * rows.shape[1])
+        walk_codes.append(code.index_select(0, at))
+    out.mul_(table.scale).clamp_(max=table.top)
     walk = torch.cat(walk_at)
     if walk.numel():
-        out.view(-1).index_copy_(0, walk, _walk(table, rows.view(-1).index_select(0, walk) // POISSON_BINS,
-                                                torch.cat(walk_words), flat.view(-1).index_select(0, walk)))
+        out.view(-1).index_copy_(0, walk, _walk(table, torch.cat(walk_levels), torch.cat(walk_words),
+                                                torch.cat(walk_codes)))
     return out
 
 
-def _walk(table: "_PoissonTable", levels: torch.Tensor, words: torch.Tensor, coded: torch.Tensor) -> torch.Tensor:
+def _walk(table: "_PoissonTable", levels: torch.Tensor, words: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """The counts of values whose bin holds a CDF step, scaled and capped: a few steps up the
     level's CDF from the bin's lower-edge count (coded as ``-count - 1``), then, for the rare
     values that are still below their count (a bin with many steps: the far tail), a search of the
     whole table (whose rows are offset so that it is sorted as one)."""
     grid = table.grid.to(levels.device)
-    width = grid.numel() * POISSON_BINS // table.coded.numel()  # K + 1
+    width = grid.numel() * POISSON_BINS // table.codes.numel()  # K + 1
     value = (words & 0xFFFFFF).long().add_(levels.long() << 26)
     first = levels.long() * width
-    count = coded.neg().sub_(1).long()
+    count = codes.long().neg_().sub_(1)
     for _ in range(WALK_STEPS):
         further = grid.index_select(0, first + count) <= value
         count += further
@@ -267,8 +271,9 @@ POISSON_BINS = 2**POISSON_BITS
 class _PoissonTable(NamedTuple):
     grid: torch.Tensor  # [rates * (K + 1)] int64: F(k) 2^24 rounded up (u < F(k) iff u 2^24 < that),
     # 2^25 for k = K (beyond any uniform), plus the rate's index times 2^26 (sorted as a whole)
-    coded: torch.Tensor  # [rates * BINS] float32: min(count * scale, top) for the count at the bin's
-    # lower edge, or -count - 1 if a CDF step is inside the bin
+    codes: torch.Tensor  # [rates * BINS], the smallest integer dtype that holds them (int8 for 8-bit
+    # shot noise: a table that stays in cache): the count at the bin's lower edge, or -count - 1 if a
+    # CDF step is inside the bin
     scale: float
     top: float
 
@@ -286,6 +291,9 @@ def _poisson_table(rates: tuple[float, ...], scale: float, top: float) -> _Poiss
     counts = torch.zeros(len(rates), POISSON_BINS + 2, dtype=torch.float32)
     counts = counts.scatter_add_(1, first_edge, torch.ones(first_edge.shape)).cumsum_(1)[:, :-1]
     start, stepped = counts[:, :-1], counts[:, 1:] > counts[:, :-1]
-    coded = torch.where(stepped, -1 - start, start.mul(scale).clamp_(max=top))
+    codes = torch.where(stepped, -1 - start, start).long()
+    low, high = int(codes.min()), int(codes.max())
+    dtype = next(t for t in (torch.int8, torch.int16, torch.int32, torch.int64)
+                 if torch.iinfo(t).min <= low and high <= torch.iinfo(t).max)
     grid = (cdf * 2**24).ceil_().long().add_(torch.arange(len(rates))[:, None] << 26)
-    return _PoissonTable(grid.flatten(), coded.flatten(), scale, top)
+    return _PoissonTable(grid.flatten(), codes.flatten().to(dtype), scale, top)
