@@ -290,3 +290,21 @@ def test_banded_blur_matches_skimage(size, sigma):
     ours = nd.gaussian_blur_reflect(torch.from_numpy(noise)[None], sigma)[0].numpy()
     for field, expected in zip(ours, noise):
         np.testing.assert_allclose(field, gaussian(expected, sigma, mode="reflect", truncate=3), atol=1e-12)
+
+
+def test_normals_are_standard_and_per_image():
+    """Box-Muller normals: the standard normal CDF (1M draws, odd sizes included), and an image's
+    normals do not depend on the batch they are drawn in."""
+    from scipy.stats import norm
+
+    from emca_vis.robustness import sampling
+
+    z = sampling.normal((4, 3, 301, 277), sampling.Streams([1, 2, 3, 4]), "cpu")
+    values = np.sort(z.double().numpy().ravel())
+    grid = np.linspace(-4, 4, 33)
+    cdf = norm.cdf(grid)
+    error = (np.searchsorted(values, grid) / values.size - cdf) / np.sqrt(cdf * (1 - cdf) / values.size)
+    assert np.abs(error).max() < 5, error
+    alone = sampling.normal((1, 3, 301, 277), sampling.Streams([3]), "cpu")
+    assert torch.equal(z[2:3], alone)
+    assert sampling.normal((2, 1), sampling.Streams([5, 6]), "cpu").shape == (2, 1)
