@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from functools import lru_cache
 from numbers import Integral
 from typing import Callable, NamedTuple
@@ -99,31 +100,6 @@ def _shifted_sum(x: torch.Tensor, kernel: torch.Tensor, mode: str, dim: int) -> 
     return out
 
 
-def _fft_filter(padded: torch.Tensor, spectrum: torch.Tensor, crop: tuple[int, int, int, int]) -> torch.Tensor:
-    """Circular convolution of ``padded`` with the kernel whose ``rfft2`` (at the
-    :func:`_fft_size` of ``padded``'s H, W) is ``spectrum``, cropped to rows ``crop[0]:crop[1]``
-    and columns ``crop[2]:crop[3]``."""
-    # Zero-padding both to FFT-friendly sizes only speeds the FFT up and changes no output inside
-    # the crop (the kernel's taps reach back at most crop[0] rows, crop[2] columns).
-    size = [_fft_size(n) for n in padded.shape[-2:]]
-    out = torch.fft.rfft2(padded, s=size)
-    return torch.fft.irfft2(out.mul_(spectrum), s=size)[..., crop[0]:crop[1], crop[2]:crop[3]]
-
-
-def _fft_size(n: int) -> int:
-    """The smallest size >= n that is a multiple of 16 with no prime factor but 2, 3 and 5 (on CPU
-    such sizes transform fastest: 240 and 256 beat 250 = 2 * 5**3)."""
-    n = -(-n // 16) * 16
-    while True:
-        m = n
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 16
-
-
 def _gaussian_filter(x: torch.Tensor, sigma: float, scale: float = 1.0) -> torch.Tensor:
     """``skimage.filters.gaussian`` per channel: scipy's kernel (truncate 4), mode 'nearest';
     times ``scale``."""
@@ -161,122 +137,166 @@ def _disk(radius: int, alias_blur: float) -> torch.Tensor:
     return _separable(disk[None, None], _alias_taps(radius, alias_blur), "reflect")[0, 0]
 
 
+class _DefocusPlan(NamedTuple):
+    """How :func:`defocus_blur` applies one severity's kernel (see there)."""
+
+    halves: tuple[int, ...]  # half-widths of the horizontal box sums, ascending (0: the image itself)
+    taps: tuple[tuple[int, int, float], ...]  # (row offset, index into halves, weight)
+    side: float  # weight of the horizontal pass's side taps (centre 1); 0: no pass
+
+
 @functools.lru_cache(maxsize=None)
-def _defocus_taps(radius: int, alias_blur: float) -> tuple[list[int], list[float]] | None:
-    """Row half-widths of the disk (rows -radius..radius) and the Gaussian's taps that matter
-    (centre, then one side; those below float32 rounding dropped), or None where the smoothed
-    disk reaches the border of the reference's kernel array (there the reference's reflected
-    border changes the kernel, see :func:`defocus_blur`)."""
-    g = _alias_taps(radius, alias_blur)
-    g = g[len(g) // 2:]
-    g = g[g > 1e-9 * g[0]].tolist()
-    if radius + len(g) - 1 >= max(radius, 8):
-        return None
-    return [math.isqrt(radius**2 - a**2) for a in range(-radius, radius + 1)], g
+def _defocus_plan(radius: int, alias_blur: float) -> _DefocusPlan:
+    """Fit the reference kernel (:func:`_disk`) as a horizontal 3-tap pass after a sum, per
+    kernel row, of weighted horizontal box sums.
+
+    A row of the binary disk is one box; the anti-aliasing Gaussian makes each kernel row a mix of
+    its neighbours' boxes, which a 3-tap pass across then smooths. Each row's weights are fitted by
+    least squares over the boxes of its own and its neighbours' rows, which also absorbs the
+    reflected mass at the rim of the reference's kernel array (radius 8 and 10): there one box
+    wider than the disk is added. The fit is exact up to float rounding for radius 3-6 and within
+    about 1e-5 of the kernel's ~4e-3 weights for radius 8 and 10.
+    """
+    kernel = _disk(radius, alias_blur).double().numpy()
+    r = kernel.shape[0] // 2
+    g = _alias_taps(radius, alias_blur).numpy()
+    side = float(g[len(g) // 2 + 1] / g[len(g) // 2])
+    side = side if side > 1e-9 else 0.0  # sigma 0.1: the Gaussian's side taps are ~2e-22
+    reach = 1 if side else 0
+    half = {a: math.isqrt(radius**2 - a**2) for a in range(-radius, radius + 1)}
+    rim = radius + reach > r  # the Gaussian reaches the border of the kernel array
+    extent = r + 2 * reach  # kernel rows and columns -extent..extent
+    target = np.zeros((2 * extent + 1,) * 2)
+    target[extent - r:extent + r + 1, extent - r:extent + r + 1] = kernel
+    cols = np.arange(-extent, extent + 1)
+
+    def profile(h: int) -> np.ndarray:
+        box = (np.abs(cols) <= h).astype(np.float64)
+        return box + side * (np.roll(box, 1) + np.roll(box, -1))
+
+    taps = []
+    for a in range(-extent, extent + 1):
+        boxes = {half[b] for b in range(a - reach, a + reach + 1) if b in half}
+        if rim and abs(a) <= half[radius - 1] + 1:  # the rim's reflected columns and their crop
+            boxes |= {radius - 1, radius, radius + 1} if abs(a) <= 1 else {radius - 1, radius}
+        if boxes:
+            boxes = sorted(boxes)
+            weights = np.linalg.lstsq(np.stack([profile(h) for h in boxes], 1), target[a + extent], rcond=None)[0]
+            taps += [(a, h, float(v)) for h, v in zip(boxes, weights) if v != 0]
+    halves = tuple(sorted({h for _, h, _ in taps}))
+    return _DefocusPlan(halves, tuple((a, halves.index(h), v) for a, h, v in taps), side)
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices folded into ``0..size - 1`` as OpenCV's BORDER_REFLECT_101 (-1 -> 1)."""
+    if size == 1:
+        return torch.zeros_like(index)
+    index = index.remainder(2 * (size - 1))
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
 @functools.lru_cache(maxsize=16)
-def _disk_spectrum(radius: int, alias_blur: float, size: tuple[int, int], dtype: torch.dtype,
-                   device: torch.device) -> torch.Tensor:
-    """``rfft2`` at ``size`` of the flipped disk kernel (filter2D correlates), made once."""
-    kernel = _disk(radius, alias_blur).to(dtype=dtype, device=device)
-    k = kernel.shape[0]
-    padded = torch.zeros(size, dtype=dtype, device=device)
-    padded[:k, :k] = kernel.flip(0, 1)
-    return torch.fft.rfft2(padded)
+def _defocus_bags(plan: _DefocusPlan, planes: int, h: int, dtype: torch.dtype,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices, offsets and weights for ``F.embedding_bag``: output row ``(plane p, y)`` sums the
+    table rows ``(box j, p, reflected y + a)`` with their weights, for the plan's taps
+    ``(a, j, weight)``."""
+    taps = sorted(plan.taps, key=lambda t: (t[1], t[0]))  # box by box: ~7% faster
+    rows = _reflect(torch.arange(h)[:, None] + torch.tensor([a for a, _, _ in taps]), h)  # [h, taps]
+    index = (torch.tensor([j for _, j, _ in taps]) * planes)[None, None] + torch.arange(planes)[:, None, None]
+    index = (index * h + rows).view(-1)
+    weights = torch.tensor([v for _, _, v in taps], dtype=dtype).repeat(planes * h)
+    offsets = torch.arange(0, index.numel(), len(taps))
+    return index.to(device), offsets.to(device), weights.to(device)
 
 
-def _window_sum(sums: dict[int, torch.Tensor], length: int, dim: int) -> torch.Tensor:
-    """Sums of ``length`` consecutive entries along ``dim`` ('valid', start-aligned).
+def _box_table(images: torch.Tensor, halves: tuple[int, ...], pad: int) -> torch.Tensor:
+    """``[len(halves), N * C * H * (W + 2 pad)]``: the image rows with ``pad`` columns reflected on
+    each side (BORDER_REFLECT_101), then their horizontal box sums of each half-width in
+    ``halves``, centred.
 
-    ``sums`` maps lengths to such sums already known (1: the input); the new one is the largest
-    known one plus the largest that fits the rest, and so on, one add per piece. Added to ``sums``.
+    The sums run along the flattened rows (one contiguous add per step, cheaper than row by row):
+    in plane ``j`` the ``halves[j]`` columns at each end of a row mix two rows, or are unset at
+    the ends of the plane, and only reach output columns that are cropped.
     """
-    if length not in sums:
-        n = sums[1].shape[dim]
-        done = max(k for k in sums if k <= length)
-        out = None
-        while done < length:
-            piece = max(k for k in sums if k <= length - done)
-            size = n - done - piece + 1
-            tail = sums[piece].narrow(dim, done, size)
-            out = sums[done].narrow(dim, 0, size) + tail if out is None else out.narrow(dim, 0, size).add_(tail)
-            done += piece
-        sums[length] = out
-    return sums[length]
+    n, c, h, w = images.shape
+    width = w + 2 * pad
+    size = n * c * h * width
+    powers = [2 ** i for i in range(1, (2 * halves[1] + 1).bit_length())] if len(halves) > 1 else []
+    buffer = _scratch((len(halves) + len(powers)) * size, images.dtype, images.device)
+    table = buffer[:len(halves) * size].view(len(halves), size)
+    rows = table[0].view(n, c, h, width)
+    rows[..., pad:pad + w] = images
+    if w > pad:  # one reflection: the columns next to each edge, flipped
+        rows[..., :pad] = rows[..., pad + 1:2 * pad + 1].flip(-1)
+        rows[..., pad + w:] = rows[..., w - 1:pad + w - 1].flip(-1)
+    else:
+        cols = torch.arange(-pad, 0, device=images.device)
+        rows[..., :pad] = images.index_select(-1, _reflect(cols, w))
+        rows[..., pad + w:] = images.index_select(-1, _reflect(cols + w + pad, w))
+    # Start-aligned sums of k consecutive entries: k = 1, the powers of two up to the narrowest
+    # box, then each box from the widest known sum plus the widest sums that fit the rest.
+    sums = {1: table[0]}
+    for i, k in enumerate(powers):
+        sums[k] = _row_sum(sums, k, buffer[(len(halves) + i) * size:][:size - k + 1])
+    for j, half in enumerate(halves[1:], 1):
+        sums[2 * half + 1] = _row_sum(sums, 2 * half + 1, table[j, half:size - half])
+    return table
 
 
-def _disk_sum(padded: torch.Tensor, half: list[int], size: tuple[int, int]) -> torch.Tensor:
-    """Sum of ``padded`` over the binary disk with row half-widths ``half``, on ``size`` pixels
-    (``padded`` has ``radius`` more on each side): per row of the disk a horizontal window sum,
-    rows of equal width on each side of the centre added at once as a vertical window sum."""
-    radius = len(half) // 2
-    oh, ow = size
-    rows: dict[int, torch.Tensor] = {1: padded}
-    power, narrowest = 2, min(2 * v + 1 for v in half if v > 0)
-    while power <= narrowest:  # doublings, to build the widths from
-        _window_sum(rows, power, -1)
-        power *= 2
-    centre = _window_sum(rows, 2 * half[radius] + 1, -1)[..., radius:radius + oh, :ow]
-    out = None
-    a = 1
-    while a <= radius:
-        v = half[radius + a]
-        run = 1
-        while a + run <= radius and half[radius + a + run] == v:
-            run += 1
-        # rows a .. a + run - 1 below the centre and their mirror above have half-width v
-        band = _window_sum(rows, 2 * v + 1, -1)[..., :, radius - v:radius - v + ow]
-        band = _window_sum({1: band}, run, -2) if run > 1 else band
-        below = band[..., radius + a:radius + a + oh, :]
-        out = centre + below if out is None else out.add_(below)
-        out.add_(band[..., radius - a - run + 1:radius - a - run + 1 + oh, :])
-        a += run
-    return out
+_SCRATCH = threading.local()
 
 
-def _symmetric_filter(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
-    """'Valid' correlation with the symmetric kernel ``taps`` (centre, then each side), scaled by
-    1 / centre."""
-    r = len(taps) - 1
-    size = x.shape[dim] - 2 * r
-    out = x.narrow(dim, r, size)
-    for t in range(1, r + 1):
-        pair = x.narrow(dim, r - t, size) + x.narrow(dim, r + t, size)
-        out = torch.add(out, pair, alpha=taps[t] / taps[0]) if t == 1 else out.add_(pair, alpha=taps[t] / taps[0])
+def _scratch(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``size`` elements of scratch memory; on CPU the same buffer per thread across calls. A
+    fresh box table (~10 MB) often comes from pages new to the process, whose first touch
+    (page faults) can cost as much as filling the table."""
+    if device.type != "cpu":
+        return torch.empty(size, dtype=dtype, device=device)
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
+        buffer = _SCRATCH.buffer = torch.empty(size, dtype=dtype)
+    return buffer[:size]
+
+
+def _row_sum(sums: dict[int, torch.Tensor], length: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Sums of ``length`` consecutive columns (start-aligned, 'valid') from the ``sums`` known
+    (length -> sums): the largest known one, then the largest that fits the rest; one add each."""
+    size = sums[1].shape[-1] - length + 1
+    pieces, done = [], 0
+    while done < length:
+        piece = max(k for k in sums if k <= length - done)
+        pieces.append(sums[piece][..., done:done + size])
+        done += piece
+    out = torch.add(pieces[0], pieces[1], out=out)
+    for piece in pieces[2:]:
+        out.add_(piece)
     return out
 
 
 def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Convolution with an anti-aliased disk (``cv2.filter2D``: borders BORDER_REFLECT_101).
 
-    The kernel is a binary disk smoothed by a 3-tap (radius 10: 5-tap) Gaussian. For radius 3, 4, 6
-    it is applied as such, in about 20 passes over each image (cheaper than a 2-D FFT): the sum over
-    the disk (:func:`_disk_sum`), then the Gaussian along each axis. For radius 8 and 10 the disk
-    touches the border of the reference's kernel array, whose reflection adds mass at the rim; there
-    the kernel is applied by FFT, with its spectrum made once.
+    The kernel is a binary disk smoothed by a 3-tap (radius 10: 5-tap) Gaussian; where that reaches
+    the border of the reference's kernel array (radius 8, 10) the reflection there adds mass at the
+    rim. Applied as fitted by :func:`_defocus_plan`: horizontal box sums of each row width
+    (:func:`_box_table`, one add each), then one ``F.embedding_bag`` that sums, for every output
+    row, the weighted box rows above and below it (rows reflected by index), then the horizontal
+    3-tap pass. About 10 passes over the images at radius 10, where a 2-D FFT costs about 30.
     """
     radius, alias_blur = DEFOCUS[_check(severity) - 1]
-    taps = _defocus_taps(radius, alias_blur)
-    h, w = images.shape[-2:]
-    out = torch.empty_like(images)
-    if taps is None:
-        r = max(radius, 8)  # the half-size of the reference's kernel array, see _disk
-        padded = F.pad(images, (r, r, r, r), mode="reflect")
-        size = tuple(_fft_size(n) for n in padded.shape[-2:])
-        spectrum = _disk_spectrum(radius, alias_blur, size, images.dtype, images.device)
-        for i in range(images.shape[0]):  # one image at a time: its temporaries stay in cache
-            # out[y] = sum_a K[a] padded[y + a] = (padded * flipped K)[y + 2r]
-            out[i] = _fft_filter(padded[i], spectrum, (2 * r, 2 * r + h, 2 * r, 2 * r + w))
-        return out.clamp_(0, 1)
-    half, g = taps
-    r = len(g) - 1
-    scale = g[0] ** 2 / sum(2 * v + 1 for v in half)  # _symmetric_filter leaves out g[0]
-    padded = F.pad(images, (radius + r,) * 4, mode="reflect")
-    for i in range(images.shape[0]):
-        x = _disk_sum(padded[i], half, (h + 2 * r, w + 2 * r))
-        torch.mul(_symmetric_filter(_symmetric_filter(x, g, -1), g, -2), scale, out=out[i])
-    return out.clamp_(0, 1)
+    plan = _defocus_plan(radius, alias_blur)
+    n, c, h, w = images.shape
+    reach = 1 if plan.side else 0
+    pad = plan.halves[-1] + reach
+    table = _box_table(images, plan.halves, pad)
+    index, offsets, weights = _defocus_bags(plan, n * c, h, images.dtype, images.device)
+    table = table.view(-1, w + 2 * pad)
+    rows = F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=weights).view(n, c, h, -1)
+    if not plan.side:
+        return rows[..., pad:pad + w].clamp(0, 1)
+    out = torch.add(rows[..., pad - 1:pad - 1 + w], rows[..., pad + 1:pad + 1 + w])
+    return torch.add(rows[..., pad:pad + w], out, alpha=plan.side, out=out).clamp_(0, 1)
 
 
 def _motion_taps(radius: int, sigma: float, angles: torch.Tensor, h: int, w: int) -> list[list[tuple[int, int, float]]]:
