@@ -142,49 +142,46 @@ class _DefocusPlan(NamedTuple):
 
     halves: tuple[int, ...]  # half-widths of the horizontal box sums, ascending (0: the image itself)
     taps: tuple[tuple[int, int, float], ...]  # (row offset, index into halves, weight)
-    side: float  # weight of the horizontal pass's side taps (centre 1); 0: no pass
+    side: float  # side taps of the 3-tap passes along each axis (centre 1); 0: no such passes
 
 
 @functools.lru_cache(maxsize=None)
 def _defocus_plan(radius: int, alias_blur: float) -> _DefocusPlan:
-    """Fit the reference kernel (:func:`_disk`) as a horizontal 3-tap pass after a sum, per
-    kernel row, of weighted horizontal box sums.
+    """Fit the reference kernel (:func:`_disk`) as a sum of weighted, vertically shifted
+    horizontal box sums, followed by a 3-tap pass along each axis (the anti-aliasing Gaussian).
 
-    A row of the binary disk is one box; the anti-aliasing Gaussian makes each kernel row a mix of
-    its neighbours' boxes, which a 3-tap pass across then smooths. Each row's weights are fitted by
-    least squares over the boxes of its own and its neighbours' rows, which also absorbs the
-    reflected mass at the rim of the reference's kernel array (radius 8 and 10): there one box
-    wider than the disk is added. The fit is exact up to float rounding for radius 3-6 and within
-    about 1e-5 of the kernel's ~4e-3 weights for radius 8 and 10.
+    Each row of the binary disk is one box, so without the rim the fit is exact (up to float
+    rounding). For radius 8 and 10 the Gaussian reaches the border of the reference's kernel
+    array, whose reflection there adds mass at the rim: a few more boxes (least squares, the
+    Gaussian's inverse truncated) bring the kernel within ~1e-6 of it (images within 80 dB).
     """
     kernel = _disk(radius, alias_blur).double().numpy()
     r = kernel.shape[0] // 2
     g = _alias_taps(radius, alias_blur).numpy()
     side = float(g[len(g) // 2 + 1] / g[len(g) // 2])
     side = side if side > 1e-9 else 0.0  # sigma 0.1: the Gaussian's side taps are ~2e-22
-    reach = 1 if side else 0
     half = {a: math.isqrt(radius**2 - a**2) for a in range(-radius, radius + 1)}
-    rim = radius + reach > r  # the Gaussian reaches the border of the kernel array
-    extent = r + 2 * reach  # kernel rows and columns -extent..extent
+    support = {(a, v) for a, v in half.items()}
+    if side and radius + 1 > r:  # the rim: its rows (reflected, cropped) and columns
+        rim = half[radius - 1]
+        support |= {(s * a, v) for s in (1, -1) for a in (radius, radius + 1) for v in (rim, 0)}
+        support |= {(a, radius) for a in range(-rim, rim + 1)}
+        support |= {(a, radius + 1) for a in (-1, 0, 1)}
+    support = sorted(support)
+    extent = r + 3
     target = np.zeros((2 * extent + 1,) * 2)
     target[extent - r:extent + r + 1, extent - r:extent + r + 1] = kernel
     cols = np.arange(-extent, extent + 1)
-
-    def profile(h: int) -> np.ndarray:
-        box = (np.abs(cols) <= h).astype(np.float64)
-        return box + side * (np.roll(box, 1) + np.roll(box, -1))
-
-    taps = []
-    for a in range(-extent, extent + 1):
-        boxes = {half[b] for b in range(a - reach, a + reach + 1) if b in half}
-        if rim and abs(a) <= half[radius - 1] + 1:  # the rim's reflected columns and their crop
-            boxes |= {radius - 1, radius, radius + 1} if abs(a) <= 1 else {radius - 1, radius}
-        if boxes:
-            boxes = sorted(boxes)
-            weights = np.linalg.lstsq(np.stack([profile(h) for h in boxes], 1), target[a + extent], rcond=None)[0]
-            taps += [(a, h, float(v)) for h, v in zip(boxes, weights) if v != 0]
-    halves = tuple(sorted({h for _, h, _ in taps}))
-    return _DefocusPlan(halves, tuple((a, halves.index(h), v) for a, h, v in taps), side)
+    basis = []
+    for a, v in support:
+        term = np.zeros_like(target)
+        term[extent + a] = np.abs(cols) <= v
+        for axis in (0, 1):
+            term = term + side * (np.roll(term, 1, axis) + np.roll(term, -1, axis))
+        basis.append(term.ravel())
+    weights = np.linalg.lstsq(np.stack(basis, 1), target.ravel(), rcond=None)[0]
+    halves = tuple(sorted({v for _, v in support}))
+    return _DefocusPlan(halves, tuple((a, halves.index(v), float(w)) for (a, v), w in zip(support, weights)), side)
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -197,17 +194,23 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _defocus_bags(plan: _DefocusPlan, planes: int, h: int, dtype: torch.dtype,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices, offsets and weights for ``F.embedding_bag``: output row ``(plane p, y)`` sums the
-    table rows ``(box j, p, reflected y + a)`` with their weights, for the plan's taps
-    ``(a, j, weight)``."""
+                  device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Indices, offsets and weights for ``F.embedding_bag``: output row ``(plane p, y)``
+    sums the table rows ``(box j, p, reflected y + a)`` with their weights, for the plan's taps
+    ``(a, j, weight)`` and ``y`` from -1 to ``h`` (0 to ``h - 1`` without 3-tap passes). Then,
+    for the vertical 3-tap pass over those rows, the same for its taps."""
+    reach = 1 if plan.side else 0
     taps = sorted(plan.taps, key=lambda t: (t[1], t[0]))  # box by box: ~7% faster
-    rows = _reflect(torch.arange(h)[:, None] + torch.tensor([a for a, _, _ in taps]), h)  # [h, taps]
+    rows = _reflect(torch.arange(-reach, h + reach)[:, None] + torch.tensor([a for a, _, _ in taps]), h)
     index = (torch.tensor([j for _, j, _ in taps]) * planes)[None, None] + torch.arange(planes)[:, None, None]
     index = (index * h + rows).view(-1)
-    weights = torch.tensor([v for _, _, v in taps], dtype=dtype).repeat(planes * h)
-    offsets = torch.arange(0, index.numel(), len(taps))
-    return index.to(device), offsets.to(device), weights.to(device)
+    weights = torch.tensor([v for _, _, v in taps], dtype=dtype).repeat(planes * (h + 2 * reach))
+    bags = [index, torch.arange(0, index.numel(), len(taps)), weights]
+    if reach:
+        rows = torch.arange(planes)[:, None, None] * (h + 2) + torch.arange(h)[:, None] + torch.arange(3)
+        bags += [rows.view(-1), torch.arange(0, rows.numel(), 3),
+                 torch.tensor([plan.side, 1.0, plan.side], dtype=dtype).repeat(planes * h)]
+    return tuple(t.to(device) for t in bags)
 
 
 def _box_table(images: torch.Tensor, halves: tuple[int, ...], pad: int) -> torch.Tensor:
@@ -277,24 +280,25 @@ def _row_sum(sums: dict[int, torch.Tensor], length: int, out: torch.Tensor | Non
 def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Convolution with an anti-aliased disk (``cv2.filter2D``: borders BORDER_REFLECT_101).
 
-    The kernel is a binary disk smoothed by a 3-tap (radius 10: 5-tap) Gaussian; where that reaches
-    the border of the reference's kernel array (radius 8, 10) the reflection there adds mass at the
-    rim. Applied as fitted by :func:`_defocus_plan`: horizontal box sums of each row width
-    (:func:`_box_table`, one add each), then one ``F.embedding_bag`` that sums, for every output
-    row, the weighted box rows above and below it (rows reflected by index), then the horizontal
-    3-tap pass. About 10 passes over the images at radius 10, where a 2-D FFT costs about 30.
+    The kernel is a binary disk smoothed by a 3-tap (radius 10: 5-tap, whose outer taps are below
+    float32 rounding) Gaussian; where that reaches the border of the reference's kernel array
+    (radius 8, 10) the reflection there adds mass at the rim. Applied as fitted by
+    :func:`_defocus_plan`: horizontal box sums of each row width (:func:`_box_table`, one add
+    each), one ``F.embedding_bag`` that sums for every output row its weighted box rows above and
+    below (rows reflected by index), a second one for the Gaussian's vertical 3 taps, then its
+    horizontal 3 taps and the clamp. About 10 passes over the images at radius 10, where a 2-D
+    FFT costs about 30.
     """
     radius, alias_blur = DEFOCUS[_check(severity) - 1]
     plan = _defocus_plan(radius, alias_blur)
     n, c, h, w = images.shape
-    reach = 1 if plan.side else 0
-    pad = plan.halves[-1] + reach
-    table = _box_table(images, plan.halves, pad)
-    index, offsets, weights = _defocus_bags(plan, n * c, h, images.dtype, images.device)
-    table = table.view(-1, w + 2 * pad)
-    rows = F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=weights).view(n, c, h, -1)
+    pad = plan.halves[-1] + (1 if plan.side else 0)
+    table = _box_table(images, plan.halves, pad).view(-1, w + 2 * pad)
+    bags = _defocus_bags(plan, n * c, h, images.dtype, images.device)
+    rows = F.embedding_bag(bags[0], table, bags[1], mode="sum", per_sample_weights=bags[2])
     if not plan.side:
-        return rows[..., pad:pad + w].clamp(0, 1)
+        return rows.view(n, c, h, -1)[..., pad:pad + w].clamp(0, 1)
+    rows = F.embedding_bag(bags[3], rows, bags[4], mode="sum", per_sample_weights=bags[5]).view(n, c, h, -1)
     out = torch.add(rows[..., pad - 1:pad - 1 + w], rows[..., pad + 1:pad + 1 + w])
     return torch.add(rows[..., pad:pad + w], out, alpha=plan.side, out=out).clamp_(0, 1)
 
