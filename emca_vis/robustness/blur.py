@@ -8,7 +8,8 @@ imagecorruptions-imaug 1.1.5 package, ``imagecorruptions/corruptions.py``) with 
 per-severity parameters, copied from that file:
 
 - ``defocus_blur``, ``zoom_blur`` and ``gaussian_blur`` have no randomness and match the
-  reference pixel for pixel (up to float rounding and the reference's final uint8 cast).
+  reference pixel for pixel (up to float rounding and the reference's final uint8 cast;
+  ``defocus_blur`` at severity 4-5 within ~1e-3, see :func:`_defocus_plan`).
 - ``motion_blur`` draws one angle per image, uniform in [-45, 45) degrees as the reference
   does; given the angle it is exact.
 - ``glass_blur`` draws the reference's local pixel moves; given the moves it is exact too,
