@@ -154,7 +154,7 @@ def _defocus_plan(radius: int, alias_blur: float) -> _DefocusPlan:
     Each row of the binary disk is one box, so without the rim the fit is exact (up to float
     rounding). For radius 8 and 10 the Gaussian reaches the border of the reference's kernel
     array, whose reflection there adds mass at the rim: a few more boxes (least squares, the
-    Gaussian's inverse truncated) bring the kernel within ~1e-6 of it (images within 80 dB).
+    Gaussian's inverse truncated) bring the kernel within ~1e-6 of it (~80 dB on images).
     """
     kernel = _disk(radius, alias_blur).double().numpy()
     r = kernel.shape[0] // 2
@@ -195,23 +195,19 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _defocus_bags(plan: _DefocusPlan, planes: int, h: int, dtype: torch.dtype,
-                  device: torch.device) -> tuple[torch.Tensor, ...]:
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Indices, offsets and weights for ``F.embedding_bag``: output row ``(plane p, y)``
     sums the table rows ``(box j, p, reflected y + a)`` with their weights, for the plan's taps
-    ``(a, j, weight)`` and ``y`` from -1 to ``h`` (0 to ``h - 1`` without 3-tap passes). Then,
-    for the vertical 3-tap pass over those rows, the same for its taps."""
+    ``(a, j, weight)`` and ``y`` from -1 to ``h`` (0 to ``h - 1`` without 3-tap passes, which
+    read the rows beyond the image)."""
     reach = 1 if plan.side else 0
     taps = sorted(plan.taps, key=lambda t: (t[1], t[0]))  # box by box: ~7% faster
     rows = _reflect(torch.arange(-reach, h + reach)[:, None] + torch.tensor([a for a, _, _ in taps]), h)
     index = (torch.tensor([j for _, j, _ in taps]) * planes)[None, None] + torch.arange(planes)[:, None, None]
     index = (index * h + rows).view(-1)
     weights = torch.tensor([v for _, _, v in taps], dtype=dtype).repeat(planes * (h + 2 * reach))
-    bags = [index, torch.arange(0, index.numel(), len(taps)), weights]
-    if reach:
-        rows = torch.arange(planes)[:, None, None] * (h + 2) + torch.arange(h)[:, None] + torch.arange(3)
-        bags += [rows.view(-1), torch.arange(0, rows.numel(), 3),
-                 torch.tensor([plan.side, 1.0, plan.side], dtype=dtype).repeat(planes * h)]
-    return tuple(t.to(device) for t in bags)
+    offsets = torch.arange(0, index.numel(), len(taps))
+    return index.to(device), offsets.to(device), weights.to(device)
 
 
 def _box_table(images: torch.Tensor, halves: tuple[int, ...], pad: int) -> torch.Tensor:
@@ -281,14 +277,13 @@ def _row_sum(sums: dict[int, torch.Tensor], length: int, out: torch.Tensor | Non
 def defocus_blur(images: torch.Tensor, severity: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Convolution with an anti-aliased disk (``cv2.filter2D``: borders BORDER_REFLECT_101).
 
-    The kernel is a binary disk smoothed by a 3-tap (radius 10: 5-tap, whose outer taps are below
-    float32 rounding) Gaussian; where that reaches the border of the reference's kernel array
-    (radius 8, 10) the reflection there adds mass at the rim. Applied as fitted by
-    :func:`_defocus_plan`: horizontal box sums of each row width (:func:`_box_table`, one add
-    each), one ``F.embedding_bag`` that sums for every output row its weighted box rows above and
-    below (rows reflected by index), a second one for the Gaussian's vertical 3 taps, then its
-    horizontal 3 taps and the clamp. About 10 passes over the images at radius 10, where a 2-D
-    FFT costs about 30.
+    The kernel is a binary disk smoothed by a 3-tap (radius 10: 5-tap, outer taps 3e-4) Gaussian;
+    where that reaches the border of the reference's kernel array (radius 8, 10) the reflection
+    there adds mass at the rim. Applied as fitted by :func:`_defocus_plan`: horizontal box sums
+    of each row width (:func:`_box_table`, one add each), one ``F.embedding_bag`` that sums for
+    every output row its weighted box rows above and below (rows reflected by index), then the
+    Gaussian's 3 taps across and down (two adds each) and the clamp. About 16 passes over the
+    images at radius 10, where a 2-D FFT costs about 30.
     """
     radius, alias_blur = DEFOCUS[_check(severity) - 1]
     plan = _defocus_plan(radius, alias_blur)
@@ -311,20 +306,23 @@ def _defocus_chunk(images: torch.Tensor, plan: _DefocusPlan) -> torch.Tensor:
     width = w + 2 * (plan.halves[-1] + (1 if plan.side else 0))
     pad = (width - w) // 2
     table = _box_table(images, plan.halves, pad)
-    bags = _defocus_bags(plan, n * c, h, images.dtype, images.device)
-    rows = F.embedding_bag(bags[0], table.view(-1, width), bags[1], mode="sum", per_sample_weights=bags[2])
+    index, offsets, weights = _defocus_bags(plan, n * c, h, images.dtype, images.device)
+    rows = F.embedding_bag(index, table.view(-1, width), offsets, mode="sum", per_sample_weights=weights)
     if not plan.side:
         return rows.view(n, c, h, width)[..., pad:pad + w].clamp(0, 1)
-    # The horizontal 3 taps along the flattened rows, cropped to the image's columns, in the
-    # scratch memory the table is done with; then the vertical 3 taps, whose output is the result.
-    flat, size = rows.view(-1), rows.numel()
-    scratch = _scratch(size + rows.shape[0] * w, images.dtype, images.device)
-    sides = torch.add(flat[:size - 2], flat[2:], out=scratch[:size - 2])
-    cropped = scratch[size:].view(-1, w)
-    torch.add(rows[:, pad:pad + w], sides.as_strided((rows.shape[0], w), (width, 1), pad - 1), alpha=plan.side,
-              out=cropped)
-    out = F.embedding_bag(bags[3], cropped, bags[4], mode="sum", per_sample_weights=bags[5])
-    return out.view(n, c, h, w).clamp_(0, 1)
+    # The 3-tap passes along the flattened rows, in the scratch memory the table is done with:
+    # horizontal (cropped to the image's columns), then vertical (rows -1..h of each plane).
+    flat, size, planes = rows.view(-1), rows.numel(), rows.shape[0]
+    scratch = _scratch(size + 2 * planes * w, images.dtype, images.device)
+    sides, cropped, vertical = scratch[:size], scratch[size:][:planes * w], scratch[size + planes * w:]
+    torch.add(flat[:-2], flat[2:], out=sides[:-2])  # the last two entries (unused) are not set
+    torch.add(rows[:, pad:pad + w], sides.view(planes, width)[:, pad - 1:pad - 1 + w], alpha=plan.side,
+              out=cropped.view(planes, w))
+    torch.add(cropped[:-2 * w], cropped[2 * w:], out=vertical[:-2 * w])
+    out = torch.empty(n, c, h, w, dtype=images.dtype, device=images.device)
+    torch.add(cropped.view(n * c, h + 2, w)[:, 1:h + 1], vertical.view(n * c, h + 2, w)[:, :h], alpha=plan.side,
+              out=out.view(n * c, h, w))
+    return out.clamp_(0, 1)
 
 
 def _motion_taps(radius: int, sigma: float, angles: torch.Tensor, h: int, w: int) -> list[list[tuple[int, int, float]]]:
