@@ -173,13 +173,11 @@ def _defocus_plan(radius: int, alias_blur: float) -> _DefocusPlan:
     target = np.zeros((2 * extent + 1,) * 2)
     target[extent - r:extent + r + 1, extent - r:extent + r + 1] = kernel
     cols = np.arange(-extent, extent + 1)
-    basis = []
-    for a, v in support:
-        term = np.zeros_like(target)
-        term[extent + a] = np.abs(cols) <= v
-        for axis in (0, 1):
-            term = term + side * (np.roll(term, 1, axis) + np.roll(term, -1, axis))
-        basis.append(term.ravel())
+
+    def smooth(profile: np.ndarray) -> np.ndarray:  # the 3-tap pass along one axis
+        return np.convolve(profile.astype(np.float64), [side, 1.0, side], "same")
+
+    basis = [np.outer(smooth(cols == a), smooth(np.abs(cols) <= v)).ravel() for a, v in support]
     weights = np.linalg.lstsq(np.stack(basis, 1), target.ravel(), rcond=None)[0]
     halves = tuple(sorted({v for _, v in support}))
     return _DefocusPlan(halves, tuple((a, halves.index(v), float(w)) for (a, v), w in zip(support, weights)), side)
@@ -248,14 +246,16 @@ _SCRATCH = threading.local()
 
 
 def _scratch(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``size`` elements of scratch memory; on CPU the same buffer per thread across calls. A
-    fresh box table (~10 MB) often comes from pages new to the process, whose first touch
-    (page faults) can cost as much as filling the table."""
+    """``size`` elements of scratch memory; on CPU the same buffer per thread across calls, made
+    once with room for a chunk of :func:`defocus_blur` at any severity. A fresh box table (~10 MB)
+    often comes from pages new to the process, whose first touch (page faults) can cost as much
+    as filling the table."""
     if device.type != "cpu":
         return torch.empty(size, dtype=dtype, device=device)
     buffer = getattr(_SCRATCH, "buffer", None)
     if buffer is None or buffer.dtype != dtype or buffer.numel() < size:
-        buffer = _SCRATCH.buffer = torch.empty(size, dtype=dtype)
+        room = max(size, _DEFOCUS_TABLE_BYTES // torch.empty((), dtype=dtype).element_size())
+        buffer = _SCRATCH.buffer = torch.empty(room, dtype=dtype)
     return buffer[:size]
 
 
