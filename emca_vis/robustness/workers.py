@@ -26,6 +26,12 @@ import numpy as np
 import torch
 
 PARTS_PER_WORKER = 4  # parts are taken as workers come free: one held up by other work takes fewer
+# Pixels per channel in a part: one ImageNet image, whose temporaries stay in the core's cache
+# (parts of 1 image at 224 px: 11% less time over the 15 corruptions than parts of 2, 20% than 4).
+# Two for the corruptions with a fixed cost per call: zoom's dozen interpolations (0.7 ms), fog's
+# coarse diamond-square levels (0.1 ms).
+PART_PIXELS = 224 * 224
+LARGER_PARTS = {"zoom_blur": 2, "fog": 2}
 SMALLEST = 2 * 224 * 224  # pixels per channel in a batch worth sending to workers
 
 
@@ -38,7 +44,8 @@ def run(name: str, images: torch.Tensor, severity: int, seeds: list[int], count:
     """Corruption ``name`` of float32 CPU ``images`` [N, 3, H, W] on ``count`` worker processes,
     image ``i`` drawing from the random stream of ``seeds[i]``."""
     n = len(images)
-    size = math.ceil(n / (PARTS_PER_WORKER * count))
+    size = max(1, LARGER_PARTS.get(name, 1) * PART_PIXELS // images[0, 0].numel())
+    size = min(size, math.ceil(n / (PARTS_PER_WORKER * count)))  # enough parts to share out
     pool = _pool(count)
     try:
         return pool.run(name, images, severity, seeds, size)
