@@ -20,7 +20,6 @@ Randomness comes only from ``generator`` (drawn on its device, then moved to the
 
 from __future__ import annotations
 
-import functools
 import math
 import threading
 from functools import lru_cache
@@ -172,7 +171,7 @@ class _DefocusPlan(NamedTuple):
     side: float  # side taps of the 3-tap passes along each axis (centre 1); 0: no such passes
 
 
-@functools.lru_cache(maxsize=None)
+@lru_cache(maxsize=None)
 def _defocus_plan(radius: int, alias_blur: float) -> _DefocusPlan:
     """Fit the reference kernel (:func:`_disk`) as a sum of weighted, vertically shifted
     horizontal box sums, followed by a 3-tap pass along each axis (the anti-aliasing Gaussian).
@@ -217,7 +216,7 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
-@functools.lru_cache(maxsize=16)
+@lru_cache(maxsize=16)
 def _defocus_bags(plan: _DefocusPlan, planes: int, h: int, dtype: torch.dtype,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Indices, offsets and weights for ``F.embedding_bag``: output row ``(plane p, y)``

@@ -20,7 +20,6 @@ import multiprocessing
 import os
 import pickle
 import tempfile
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -50,10 +49,17 @@ def run(name: str, images: torch.Tensor, severity: int, seeds: list[int], count:
     try:
         return pool.run(name, images, severity, seeds, size)
     except BaseException:
-        # a worker died, or this process was interrupted with parts in flight: start afresh next time
-        _pool.cache_clear()
+        # a worker failed or died, or this process was interrupted with parts in flight: the
+        # semaphore's count is off, so the next batch gets fresh workers
+        _pools.pop(count, None)
         pool.close()
         raise
+
+
+def close() -> None:
+    """Stop every worker process (the next batch starts new ones)."""
+    while _pools:
+        _pools.popitem()[1].close()
 
 
 class WorkerError(RuntimeError):
@@ -97,9 +103,7 @@ class _Pool:
         for _ in self.connections:
             self.ready.release()  # one stop per worker
         failed = [error for error in map(_answer, self.connections) if error is not None]
-        if failed:
-            while self.ready.acquire(block=False):  # the stop a failed worker did not take
-                pass
+        if failed:  # a failed worker left its stop behind: run() starts a fresh pool
             raise failed[0]
         return torch.from_numpy(buffer[numel:2 * numel].copy()).view_as(images)
 
@@ -132,9 +136,13 @@ def _answer(connection) -> BaseException | None:
         return WorkerError("a corruption worker process ended (killed, or out of memory?)")
 
 
-@lru_cache(maxsize=2)
+_pools: dict[int, _Pool] = {}  # by worker count
+
+
 def _pool(count: int) -> _Pool:
-    return _Pool(count)
+    if count not in _pools:
+        _pools[count] = _Pool(count)
+    return _pools[count]
 
 
 _mapped: dict[str, np.memmap] = {}
