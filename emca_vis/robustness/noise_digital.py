@@ -30,6 +30,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode  # importing torchvision.io loads its torch.ops.image
 
 from . import sampling
+from .blur import banded_matrix, banded_rows
 
 # Per-severity parameters, copied from imagecorruptions-imaug 1.1.5 (imagecorruptions/corruptions.py).
 GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)  # noise std
@@ -330,10 +331,7 @@ def _blur_plan(size: int, sigma: float, truncate: float, block: int) -> tuple[to
     blocks = -(-size // block)
     src = np.remainder(np.arange(-radius, blocks * block + radius), 2 * size)
     src = np.where(src >= size, 2 * size - 1 - src, src)
-    band = np.zeros((block, block + 2 * radius))
-    for i in range(block):
-        band[i, i : i + offsets.size] = kernel
-    return torch.as_tensor(src), torch.as_tensor(band)
+    return torch.as_tensor(src), banded_matrix(tuple(kernel.tolist()), block)
 
 
 def _reflect_pad(x: torch.Tensor, dim: int, src: torch.Tensor, radius: int) -> torch.Tensor:
@@ -355,21 +353,12 @@ def _reflect_pad(x: torch.Tensor, dim: int, src: torch.Tensor, radius: int) -> t
 
 def _blur_rows(fields: torch.Tensor, sigma: float, truncate: float) -> torch.Tensor:
     """:func:`gaussian_blur_reflect` along dim -2 of ``[..., H, W]``: the reflected padding, then
-    each block of outputs as a small matrix product of the band with its overlapping window of
-    rows (a banded product: ~1/10 of the multiplications of a dense ``[H, H]`` one at 224 px).
-    One batched product per plane, on strided views of the padded plane: no copies of windows."""
+    :func:`.blur.banded_rows`."""
     size, width = fields.shape[-2:]
     src, band = _blur_plan(size, sigma, truncate, ROWS_BLOCK)
     block, window = band.shape
-    blocks = (src.numel() - window) // block + 1
-    planes = fields.reshape(-1, size, width)
-    padded = _reflect_pad(planes, -2, src, (window - block) // 2)
-    bands = band.to(fields).expand(blocks, block, window)
-    out = fields.new_empty(planes.shape[0], blocks * block, width)
-    for plane, result in zip(padded, out):
-        windows = plane.as_strided((blocks, window, width), (block * width, width, 1))
-        torch.bmm(bands, windows, out=result.view(blocks, block, width))
-    return out[:, :size].view(fields.shape)
+    padded = _reflect_pad(fields.reshape(-1, size, width), -2, src, (window - block) // 2)
+    return banded_rows(padded, band.to(fields))[:, :size].view(fields.shape)
 
 
 def _blur_cols(fields: torch.Tensor, sigma: float, truncate: float) -> torch.Tensor:
